@@ -1,0 +1,45 @@
+"""Image and text towers of an open_clip model, producing L2-normalised float32 vectors."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+class ClipEncoder:
+    """Wraps a loaded open_clip model. ``preprocess_image`` is thread-safe and meant for decode workers."""
+
+    def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
+                 tokenizer: Callable[[Sequence[str]], torch.Tensor], device: torch.device, identity: dict):
+        self.model = model
+        self.preprocess_image = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.identity = identity
+        self.dim = int(identity["dim"])
+        self.dtype = next(model.parameters()).dtype
+
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """Encode a batch of already preprocessed images (N, 3, H, W)."""
+        with torch.inference_mode():
+            features = self.model.encode_image(pixels.to(self.device, self.dtype))
+            return _normalised(features)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.encode_pixels(torch.stack([self.preprocess_image(image) for image in images]))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        with torch.inference_mode():
+            features = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+            return _normalised(features)
+
+
+def _normalised(features: torch.Tensor) -> np.ndarray:
+    return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)

@@ -1,0 +1,155 @@
+"""Resolve a model name + pretrained tag/file into open_clip weights. Loading only; use lives in clip.py."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import open_clip
+import torch
+
+from mmsearch.errors import ModelLoadError
+
+from .clip import ClipEncoder
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(CONFIG_DIR)
+
+RANDOM = "random"
+# Models whose default weights we choose ourselves; the rest take open_clip's first listed tag.
+DEFAULT_PRETRAINED = {"ViT-B-32": "laion2b_s34b_b79k", "tiny": RANDOM}
+RANDOM_SEED = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What identifies an image/text model: the open_clip config and where its weights come from."""
+
+    name: str
+    pretrained: str  # an open_clip tag, 'random', or an absolute checkpoint path
+    dim: int
+
+    @property
+    def is_file(self) -> bool:
+        return self.pretrained not in (RANDOM,) and os.sep in self.pretrained
+
+    def identity(self) -> dict:
+        """What the data dir records. A file is named by its checksum so renaming it changes nothing."""
+        source = {"checksum": file_checksum(self.pretrained)} if self.is_file else {"pretrained": self.pretrained}
+        return {"name": self.name, **source, "dim": self.dim}
+
+
+def file_checksum(path: str) -> str:
+    with open(path, "rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def resolve_spec(model: str, pretrained: str = "") -> ModelSpec:
+    config = open_clip.get_model_config(model)
+    if config is None:
+        raise ModelLoadError(f"unknown model {model!r}: use 'tiny' or an open_clip config such as ViT-B-32 "
+                             f"(python -c 'import open_clip; print(open_clip.list_models())' lists them)")
+    pretrained = pretrained or DEFAULT_PRETRAINED.get(model) or _first_tag(model)
+    if pretrained != RANDOM and _looks_like_path(pretrained):
+        path = Path(os.path.expanduser(pretrained)).absolute()
+        if not path.is_file():
+            raise ModelLoadError(f"checkpoint file {pretrained} for model {model!r} does not exist")
+        pretrained = str(path)
+    elif pretrained != RANDOM and not open_clip.get_pretrained_cfg(model, pretrained):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise ModelLoadError(f"model {model!r} has no pretrained tag {pretrained!r} (published tags: {tags}; "
+                             f"or pass a local checkpoint file, or 'random')")
+    return ModelSpec(model, pretrained, int(config["embed_dim"]))
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or value.startswith("~") or Path(value).suffix in {".pt", ".pth", ".bin", ".safetensors"}
+
+
+def _first_tag(model: str) -> str:
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if not tags:
+        raise ModelLoadError(f"model {model!r} has no published weights: pass a local checkpoint file or 'random'")
+    return tags[0]
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"invalid device {device!r}: {exc}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return chosen
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """The hub client logs every retry; the user gets our one-line error instead."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "open_clip", "")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _weights_file(spec: ModelSpec, cache_dir: str | None) -> str:
+    if spec.is_file:
+        return spec.pretrained
+    cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+    try:
+        with _quiet_hub():
+            path = open_clip.download_pretrained(cfg, cache_dir=cache_dir or None)
+    except Exception as exc:  # the hub client raises many types; all mean "not available here"
+        raise ModelLoadError(_download_hint(spec, exc)) from None
+    if not path:
+        raise ModelLoadError(_download_hint(spec, "no download location"))
+    return path
+
+
+def _download_hint(spec: ModelSpec, reason: object) -> str:
+    first_line = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return (f"cannot fetch weights {spec.pretrained!r} for model {spec.name!r} ({first_line[:160]}); "
+            f"download them elsewhere and pass the file with --pretrained FILE (MMSEARCH_PRETRAINED), "
+            f"or use --model tiny offline")
+
+
+def load_open_clip(spec: ModelSpec, device: torch.device, cache_dir: str | None = None
+                   ) -> tuple[torch.nn.Module, object, object]:
+    """Return (model in eval mode, open_clip's eval preprocess, tokenizer) exactly as open_clip builds them."""
+    precision = "fp16" if device.type == "cuda" else "fp32"
+    preprocess_cfg = {}
+    if spec.pretrained == RANDOM:
+        weights = None
+    else:
+        weights = _weights_file(spec, cache_dir)
+        if not spec.is_file:
+            # Tags carry their own normalisation/resize; a path alone would fall back to the config's.
+            cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+            preprocess_cfg = {f"image_{k}": cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+    try:
+        with torch.random.fork_rng(devices=[]), _quiet_hub():
+            torch.manual_seed(RANDOM_SEED)  # 'random' weights must be the same in every process
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name, pretrained=weights, precision=precision, device=device, **preprocess_cfg)
+    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load weights {spec.pretrained!r} into model {spec.name!r}: {reason}") from None
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(spec.name)
+
+
+def load_clip_encoder(spec: ModelSpec, device: str = "auto", cache_dir: str | None = None) -> ClipEncoder:
+    chosen = pick_device(device)
+    model, preprocess, tokenizer = load_open_clip(spec, chosen, cache_dir)
+    return ClipEncoder(model, preprocess, tokenizer, chosen, spec.identity())

@@ -1,0 +1,342 @@
+"""Incremental indexing: scan, diff against SQL, decode in worker threads, embed in batches, commit.
+
+Each batch is one transaction (rows, vectors and the generation bump together), so a killed run
+leaves a consistent database and the next run picks up where it stopped.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import delete, select
+from tqdm import tqdm
+
+from encoders.identity import encoder_key
+from search.store import CONTENT, FAILED, OK, PENDING, Item, Store, Vector, vector_bytes
+
+from .decode import Decoded, DecodeError, content_hash, decode, decode_text
+from .scan import FileEntry, absolute_roots, scan, under
+
+AUDIO_WAITING = "waiting for an audio encoder"
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    scan_errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        keys = ("added", "updated", "moved", "removed", "unchanged", "failed")
+        return {**{k: getattr(self, k) for k in keys}, "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    path: str
+    modality: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+    caption: str | None
+
+
+@dataclass
+class Task:
+    entry: FileEntry
+    row: Row | None  # the row at the same path, if any
+
+
+@dataclass
+class Prepared:
+    task: Task
+    hash: str | None = None
+    decoded: Decoded | None = None
+    pixels: Any = None
+    caption: str | None = None
+    error: str | None = None
+    same_content: bool = False  # only the mtime changed
+
+
+@dataclass
+class IndexerOptions:
+    batch_size: int = 32
+    workers: int = 0
+    max_image_pixels: int = 100_000_000
+    max_text_chars: int = 100_000
+    progress: bool = False
+
+
+class Indexer:
+    """Indexes folders into a Store. ``get_encoder`` is called only when something needs embedding."""
+
+    def __init__(self, store: Store, get_encoder: Callable[[], Any], options: IndexerOptions,
+                 embeddable: Sequence[str] = ("image", "text")):
+        self.store = store
+        self.get_encoder = get_encoder
+        self.options = options
+        self.embeddable = frozenset(embeddable)
+        self.encoder: Any = None
+
+    # --- planning ---------------------------------------------------------------------------------
+    def run(self, roots: Iterable[str | os.PathLike]) -> IndexReport:
+        started = time.perf_counter()
+        roots = absolute_roots(roots)
+        scanned = scan(roots)
+        report = IndexReport(scan_errors=scanned.errors)
+        rows = self._load_rows()
+        by_path = {row.path: row for row in rows}
+        self._by_hash: dict[str, list[Row]] = collections.defaultdict(list)
+        for row in rows:
+            if row.content_hash:
+                self._by_hash[row.content_hash].append(row)
+        self._scanned = scanned.files
+        self._claimed: set[int] = set()
+
+        tasks, captions_to_check = [], []
+        for path, entry in scanned.files.items():
+            row = by_path.get(path)
+            if row is None:
+                tasks.append(Task(entry, None))
+            elif (row.size, row.mtime_ns) != (entry.size, entry.mtime_ns):
+                tasks.append(Task(entry, row))
+            elif row.status == PENDING and row.modality in self.embeddable:
+                tasks.append(Task(entry, row))
+            else:
+                report.unchanged += 1
+                captions_to_check.append((entry, row))
+        # Items waiting for a vector elsewhere (e.g. after --reembed) are embedded too, wherever they live.
+        for row in rows:
+            if (row.status == PENDING and row.modality in self.embeddable and row.path not in scanned.files
+                    and not under(row.path, roots) and os.path.isfile(row.path)):
+                info = os.stat(row.path)
+                tasks.append(Task(FileEntry(row.path, row.modality, info.st_size, info.st_mtime_ns,
+                                            _sidecar_of(row.path)), row))
+        vanished = [row for row in rows if under(row.path, roots) and row.path not in scanned.files]
+        self._vanished_ids = {row.id for row in vanished}
+
+        self._refresh_captions(captions_to_check, report)
+        if tasks:
+            if any(t.entry.modality in self.embeddable for t in tasks):
+                self.encoder = self.get_encoder()
+            self._process(tasks, report)
+        self._remove([row for row in vanished if row.id not in self._claimed], report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _load_rows(self) -> list[Row]:
+        with self.store.session() as session:
+            result = session.execute(select(Item.id, Item.path, Item.modality, Item.size, Item.mtime_ns,
+                                            Item.content_hash, Item.status, Item.caption))
+            return [Row(*r) for r in result]
+
+    # --- workers ----------------------------------------------------------------------------------
+    def _prepare(self, task: Task, force_decode: bool = False) -> Prepared:
+        """Runs in a worker thread: read once, hash, decode and preprocess unless the hash makes it moot."""
+        entry = task.entry
+        out = Prepared(task)
+        try:
+            with open(entry.path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            out.error = f"cannot read file: {exc.strerror or exc}"
+            return out
+        out.hash = content_hash(data)
+        out.caption = _read_caption(entry.caption_path, self.options.max_text_chars)
+        if task.row is not None and task.row.content_hash == out.hash and task.row.status != PENDING:
+            out.same_content = True
+            return out
+        if task.row is None and self._by_hash.get(out.hash) and not force_decode:
+            return out  # a move or a copy: the main thread decides, usually without decoding
+        try:
+            out.decoded = decode(entry.modality, data, entry.path, self.options.max_image_pixels,
+                                 self.options.max_text_chars)
+            if out.decoded.image is not None and self.encoder is not None:
+                out.pixels = self.encoder.preprocess_image(out.decoded.image)
+                out.decoded.image = None  # keep only the tensor in flight
+        except DecodeError as exc:
+            out.error = str(exc)
+        except Exception as exc:  # a decoder bug on one file must not stop the run
+            out.error = f"unexpected decoder error: {type(exc).__name__}: {str(exc)[:160]}"
+        return out
+
+    def _process(self, tasks: list[Task], report: IndexReport) -> None:
+        workers = self.options.workers or os.cpu_count() or 1
+        batch: list[Prepared] = []
+        bar = tqdm(total=len(tasks), unit="file", disable=not self.options.progress, leave=False)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmsearch-decode")
+        try:
+            window = max(self.options.batch_size * 2, workers * 4)
+            for prepared in _bounded_map(pool, self._prepare, tasks, window):
+                batch.append(prepared)
+                bar.update(1)
+                if len(batch) >= self.options.batch_size:
+                    self._commit(batch, report)
+                    batch = []
+            self._commit(batch, report)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+
+    # --- writing ----------------------------------------------------------------------------------
+    def _commit(self, batch: list[Prepared], report: IndexReport) -> None:
+        if not batch:
+            return
+        vectors = self._embed(batch)
+        with self.store.session() as session:
+            generation = self.store.bump_generation(session)
+            for prepared in batch:
+                self._write(session, prepared, vectors.get(id(prepared)), generation, report)
+
+    def _embed(self, batch: list[Prepared]) -> dict[int, np.ndarray]:
+        """Resolve moves/copies first, then run the model once per modality for the rest."""
+        out: dict[int, np.ndarray] = {}
+        for prepared in batch:
+            if prepared.task.row is None and prepared.hash and prepared.decoded is None and not prepared.error:
+                if self._claim_move(prepared) is None and self._copy_source(prepared) is None:
+                    fresh = self._prepare(prepared.task, force_decode=True)
+                    prepared.decoded, prepared.pixels, prepared.error = fresh.decoded, fresh.pixels, fresh.error
+        images = [p for p in batch if p.pixels is not None and not p.error]
+        texts = [p for p in batch if p.decoded is not None and p.decoded.text is not None
+                 and p.task.entry.modality == "text" and not p.error]
+        if images:
+            import torch  # only here: planning and no-op runs never import torch
+            for p, vector in zip(images, self.encoder.encode_pixels(torch.stack([p.pixels for p in images]))):
+                out[id(p)] = vector
+        if texts:
+            for p, vector in zip(texts, self.encoder.encode_texts([p.decoded.text for p in texts])):
+                out[id(p)] = vector
+        return out
+
+    def _claim_move(self, prepared: Prepared) -> Row | None:
+        for row in self._by_hash.get(prepared.hash, ()):
+            gone = row.id in self._vanished_ids or (row.path not in self._scanned and not os.path.exists(row.path))
+            if gone and row.id not in self._claimed:
+                self._claimed.add(row.id)
+                prepared.task = Task(prepared.task.entry, row)
+                prepared.same_content = True
+                return row
+        return None
+
+    def _copy_source(self, prepared: Prepared) -> Row | None:
+        for row in self._by_hash.get(prepared.hash, ()):
+            if row.status == OK and row.modality == prepared.task.entry.modality:
+                prepared.decoded = Decoded(meta={"copy_of": row.id})
+                return row
+        return None
+
+    def _write(self, session, prepared: Prepared, vector: np.ndarray | None, generation: int,
+               report: IndexReport) -> None:
+        entry, row = prepared.task.entry, prepared.task.row
+        item = session.get(Item, row.id) if row is not None else None
+        moved = item is not None and item.path != entry.path
+        if item is None:
+            item = Item(path=entry.path, modality=entry.modality, status=PENDING)
+            session.add(item)
+        item.path, item.modality = entry.path, entry.modality
+        item.size, item.mtime_ns, item.content_hash = entry.size, entry.mtime_ns, prepared.hash
+        item.caption = prepared.caption
+        item.indexed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        if prepared.same_content:
+            if moved:
+                report.moved += 1
+            else:
+                report.unchanged += 1
+            return
+        if prepared.error:
+            item.status, item.error = FAILED, prepared.error
+            if row is not None:
+                session.execute(delete(Vector).where(Vector.item_id == row.id))
+            report.failed += 1
+            report.failures.append((entry.path, prepared.error))
+            return
+        if row is None:
+            report.added += 1
+        else:
+            report.updated += 1
+        meta = prepared.decoded.meta if prepared.decoded else {}
+        source_id = meta.get("copy_of")
+        if source_id is not None:
+            source = session.get(Item, source_id)
+            copied = session.get(Vector, (source_id, CONTENT))
+            vector = copied.array() if copied is not None else None
+            for column in ("mime", "width", "height", "duration", "sample_rate", "channels", "taken_at", "text"):
+                setattr(item, column, getattr(source, column))
+        else:
+            for column in ("mime", "width", "height", "duration", "sample_rate", "channels", "taken_at"):
+                setattr(item, column, meta.get(column))
+            item.text = prepared.decoded.text if prepared.decoded else None
+        session.flush()  # a new item needs its id before its vector
+        if vector is None:
+            item.status = PENDING
+            item.error = AUDIO_WAITING if entry.modality == "audio" else "waiting to be embedded"
+            session.execute(delete(Vector).where(Vector.item_id == item.id))
+            return
+        item.status, item.error = OK, None
+        session.merge(Vector(item_id=item.id, part=CONTENT, encoder=self.encoder_key(), dim=len(vector),
+                             data=vector_bytes(vector), generation=generation))
+
+    def encoder_key(self) -> str:
+        return encoder_key(self.encoder.identity)
+
+    def _refresh_captions(self, pairs: list[tuple[FileEntry, Row]], report: IndexReport) -> None:
+        changed = []
+        for entry, row in pairs:
+            caption = _read_caption(entry.caption_path, self.options.max_text_chars)
+            if caption != row.caption:
+                changed.append((row.id, caption))
+        if changed:
+            with self.store.session() as session:
+                for item_id, caption in changed:
+                    session.get(Item, item_id).caption = caption
+            report.updated += len(changed)
+            report.unchanged -= len(changed)
+
+    def _remove(self, rows: list[Row], report: IndexReport) -> None:
+        if rows:
+            report.removed += self.store.remove_ids([row.id for row in rows])
+
+
+def _read_caption(path: str | None, max_chars: int) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return decode_text(handle.read(), max_chars).text
+    except (OSError, DecodeError):
+        return None
+
+
+def _sidecar_of(path: str) -> str | None:
+    candidate = os.path.splitext(path)[0] + ".txt"
+    return candidate if os.path.isfile(candidate) and candidate != path else None
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, window: int) -> Iterator:
+    """Like pool.map, in order, but with at most ``window`` items in flight so memory stays bounded."""
+    pending: collections.deque[Future] = collections.deque()
+    iterator = iter(items)
+    for item in iterator:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            break
+    while pending:
+        result = pending.popleft().result()
+        for item in iterator:
+            pending.append(pool.submit(fn, item))
+            break
+        yield result

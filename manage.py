@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""mmsearch command line: index a media folder, search it by words, pictures or items, keep it healthy."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import click
+
+from mmsearch import __version__
+from mmsearch.errors import MMSearchError
+from mmsearch.settings import load_settings
+
+MODALITY = click.Choice(["image", "audio", "text"])
+
+
+def _common(command: Callable) -> Callable:
+    """Options every command takes; unset flags fall back to env/config/defaults in mmsearch.settings."""
+    options = [
+        click.option("--data-dir", help="Data dir [env MMSEARCH_DATA_DIR]."),
+        click.option("--db-url", help="SQLAlchemy database URL [env MMSEARCH_DB_URL]."),
+        click.option("--model", help="open_clip model or 'tiny' [env MMSEARCH_MODEL]."),
+        click.option("--pretrained", help="Pretrained tag, checkpoint file or 'random' [env MMSEARCH_PRETRAINED]."),
+        click.option("--device", help="auto, cpu, cuda, cuda:N [env MMSEARCH_DEVICE]."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="TOML settings file [env MMSEARCH_CONFIG]."),
+        click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+class _Context:
+    def __init__(self, kwargs: dict[str, Any]):
+        self.as_json = kwargs.pop("as_json")
+        config_file = kwargs.pop("config_file")
+        flags = {k: kwargs.pop(k) for k in ("data_dir", "db_url", "model", "pretrained", "device")}
+        self.settings = load_settings(flags, config_file=config_file)
+        self.kwargs = kwargs
+
+    def library(self):
+        from mmsearch.library import Library
+        return Library(self.settings)
+
+    def emit(self, document: dict, human: Callable[[dict], str]) -> None:
+        click.echo(json.dumps(document, default=str) if self.as_json else human(document))
+
+
+def _command(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        return fn(_Context(kwargs), **kwargs)
+    return _common(wrapper)
+
+
+class _Group(click.Group):
+    """One line on stderr and a non-zero exit for every error a user can fix."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MMSearchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: everything committed so far is kept; run the command again to resume",
+                       err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, message="mmsearch %(version)s")
+def cli() -> None:
+    """Index photos, sounds and notes into one vector space and search across them."""
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--reembed", is_flag=True, help="Accept a model change: re-embed every item with the new model.")
+@_command
+def index(ctx: _Context, paths: tuple[str, ...], reembed: bool) -> None:
+    """Index (or re-index incrementally) the media under PATHS."""
+    library = ctx.library()
+    report = library.run_index(paths, reembed=reembed, progress=not ctx.as_json and sys.stderr.isatty())
+    if not ctx.as_json:
+        for path, reason in report.failures:
+            click.echo(f"failed: {path}: {reason}", err=True)
+        for error in report.scan_errors:
+            click.echo(f"skipped: {error}", err=True)
+    ctx.emit(report.summary(), lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if k != "seconds")
+             + f" in {d['seconds']:.1f}s")
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option("--image", type=click.Path(dir_okay=False), help="Query by an image file.")
+@click.option("--like", type=int, help="Query by an indexed item id: more like it.")
+@click.option("-k", "--top-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option("--modality", "modalities", type=MODALITY, multiple=True, help="Only these modalities (repeatable).")
+@_command
+def search(ctx: _Context, text: str | None, image: str | None, like: int | None, k: int,
+           modalities: tuple[str, ...]) -> None:
+    """Search by TEXT, by --image FILE or by --like ID."""
+    if sum(x is not None for x in (text, image, like)) != 1:
+        raise MMSearchError("give exactly one query: TEXT, --image FILE or --like ID")
+    library = ctx.library()
+    searcher = library.searcher()
+    if like is not None:
+        started = time.perf_counter()
+        hits = searcher.like(like, k, modalities)
+    else:
+        encoder = library.encoder()
+        started = time.perf_counter()
+        if image is not None:
+            vector = encoder.encode_images([_query_image(image, library.settings.max_image_pixels)])
+        else:
+            vector = encoder.encode_texts([text])
+        hits = searcher.by_vector(vector, k, modalities)
+    took_ms = (time.perf_counter() - started) * 1000
+    ctx.emit({"results": [h.as_dict() for h in hits], "took_ms": round(took_ms, 2)}, _format_hits)
+
+
+def _query_image(path: str, max_pixels: int):
+    from indexer.decode import DecodeError, decode_image
+    try:
+        with open(path, "rb") as handle:
+            return decode_image(handle.read(), max_pixels).image
+    except OSError as exc:
+        raise MMSearchError(f"cannot read query image {path}: {exc.strerror or exc}") from None
+    except DecodeError as exc:
+        raise MMSearchError(f"query image {path}: {exc}") from None
+
+
+def _format_hits(document: dict) -> str:
+    if not document["results"]:
+        return "no results"
+    return "\n".join(f"{r['score']:.4f}  {r['id']:>6}  {r['modality']:<5}  {r['path']}" for r in document["results"])
+
+
+@cli.command()
+@_command
+def stats(ctx: _Context) -> None:
+    """Counts per modality, pending and failed items, model and vector index."""
+    ctx.emit(ctx.library().stats(), lambda d: json.dumps(d, indent=2, default=str))
+
+
+@cli.command()
+@click.option("-n", "--limit", type=click.IntRange(1), default=100, show_default=True)
+@_command
+def failed(ctx: _Context, limit: int) -> None:
+    """List files that could not be indexed, with the reason."""
+    rows = ctx.library().store.failures(limit)
+    ctx.emit({"failed": rows}, lambda d: "\n".join(f"{r['path']}: {r['error']}" for r in d["failed"])
+             or "no failed files")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@_command
+def remove(ctx: _Context, paths: tuple[str, ...]) -> None:
+    """Remove the items at PATHS (files, or everything under folders) from the index. Files are not touched."""
+    removed = ctx.library().remove(paths)
+    if removed == 0:
+        raise MMSearchError(f"nothing indexed at {', '.join(paths)}")
+    ctx.emit({"removed": removed}, lambda d: f"removed {d['removed']} item(s)")
+
+
+@cli.command("rebuild-index")
+@_command
+def rebuild_index(ctx: _Context) -> None:
+    """Rebuild the vector index file from the vectors stored in SQL."""
+    library = ctx.library()
+    with library.write_lock():
+        report = library.rebuild_index()
+    ctx.emit({"rebuilt": True, "ntotal": report.added}, lambda d: f"rebuilt vector index: {d['ntotal']} vectors")
+
+
+@cli.command()
+@_command
+def verify(ctx: _Context) -> None:
+    """Check that the vector index file agrees with SQL; exit 1 when not."""
+    problems = ctx.library().verify()
+    ctx.emit({"ok": not problems, "problems": problems},
+             lambda d: "ok" if d["ok"] else "\n".join(f"problem: {p}" for p in d["problems"]))
+    if problems:
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="mmsearch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""A data dir opened for use: store, model identity, vector index and indexer wired together.
+
+The CLI and the web app both go through this class; nothing here prints. Torch and open_clip are
+imported only by the methods that need a model, so stats, verify and --like stay fast.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import func, select
+
+from search.query import Searcher
+from search.store import CONTENT, OK, Item, Store, Vector
+from search.vector_index import FaissIndex, IndexState, SyncReport, check, sync
+from encoders.identity import describe, encoder_key
+
+from .errors import DataDirError, LockedError, MMSearchError, ModelMismatchError
+from .settings import Settings
+
+INDEX_FILE = "vectors.faiss"
+LOCK_FILE = "write.lock"
+
+
+class Library:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.data_path = settings.data_path
+        _prepare_data_dir(self.data_path)
+        self.store = Store(settings.database_url)
+        self._encoder: Any = None
+        self._spec: Any = None
+        self._index: FaissIndex | None = None
+        self.last_sync: SyncReport | None = None
+
+    # --- model ------------------------------------------------------------------------------------
+    def stored_model(self) -> dict | None:
+        return self.store.get_meta("model")
+
+    def model_spec(self, allow_change: bool = False):
+        """The model to use: the flags' choice, else the one the data dir was built with."""
+        if self._spec is None:
+            from encoders.loading import resolve_spec
+            stored, source = self.stored_model(), self.store.get_meta("model_source") or {}
+            name = self.settings.model if self.settings.explicit("model") or not stored else source["name"]
+            pretrained = self.settings.pretrained
+            if not self.settings.explicit("pretrained") and stored and name == source.get("name"):
+                pretrained = source.get("pretrained", "")
+            spec = resolve_spec(name, pretrained)
+            identity = spec.identity()
+            if stored and identity != stored and not allow_change:
+                raise ModelMismatchError(
+                    f"data dir {self.data_path} was indexed with {describe(stored)}, not {describe(identity)}; "
+                    f"run 'index --reembed' to re-embed everything with the new model, or pick the old one")
+            self._spec = spec
+        return self._spec
+
+    def encoder(self):
+        if self._encoder is None:
+            from encoders.loading import load_clip_encoder
+            self._encoder = load_clip_encoder(self.model_spec(), self.settings.device,
+                                              self.settings.cache_dir or None)
+        return self._encoder
+
+    def _adopt_model(self, reembed: bool) -> None:
+        """Record the model in SQL; with reembed, a different model replaces the old and all items wait."""
+        spec = self.model_spec(allow_change=reembed)
+        identity = spec.identity()
+        stored = self.stored_model()
+        if stored == identity:
+            return
+        with self.store.session() as session:
+            if stored is not None:
+                self.store.mark_all_pending(session)
+            self.store._set(session, "model", identity)
+            self.store._set(session, "model_source", {"name": spec.name, "pretrained": spec.pretrained})
+
+    # --- vector index -----------------------------------------------------------------------------
+    @property
+    def index_path(self) -> Path:
+        return self.data_path / INDEX_FILE
+
+    def _index_params(self) -> tuple[str, int, str]:
+        stored = self.stored_model()
+        if stored is None:
+            return "", 0, self.settings.index_type
+        return encoder_key(stored), int(stored["dim"]), self.settings.index_type
+
+    def index(self, refresh: bool = False) -> FaissIndex:
+        """The vector index, checked against SQL and caught up or rebuilt when stale, then saved."""
+        if self._index is None or refresh:
+            encoder, dim, factory = self._index_params()
+            if dim == 0:
+                self._index = FaissIndex(IndexState(self.store.generation(), encoder, 1, "Flat"))
+                return self._index
+            cached = self._index if self._index is not None else FaissIndex.load(self.index_path)
+            self._index, self.last_sync = sync(cached, self.store, encoder, dim, factory)
+            if self.last_sync.action != "fresh" and os.access(self.data_path, os.W_OK):
+                self._index.save(self.index_path)
+        return self._index
+
+    def rebuild_index(self) -> SyncReport:
+        self.index_path.unlink(missing_ok=True)
+        self._index = None
+        self.index()
+        return self.last_sync
+
+    def verify(self) -> list[str]:
+        """Disagreements between SQL and the vector index file, and within SQL. Changes nothing."""
+        encoder, dim, factory = self._index_params()
+        problems: list[str] = []
+        if dim:
+            problems += check(FaissIndex.load(self.index_path), self.store, encoder, dim, factory)
+        with self.store.session() as session:
+            wrong = session.scalar(select(func.count()).select_from(Vector).where(
+                (Vector.dim != dim) | (Vector.encoder != encoder)))
+            if wrong:
+                problems.append(f"{wrong} vectors were made by another model or have the wrong dimension")
+            orphans = session.scalar(select(func.count()).select_from(Item).where(
+                Item.status == OK, ~Item.vectors.any(Vector.part == CONTENT)))
+            if orphans:
+                problems.append(f"{orphans} items marked ok have no vector")
+        return problems
+
+    # --- operations -------------------------------------------------------------------------------
+    def searcher(self) -> Searcher:
+        return Searcher(self.store, self.index())
+
+    def run_index(self, roots: Sequence[str], reembed: bool = False, progress: bool = False):
+        from indexer.pipeline import Indexer, IndexerOptions
+        missing = [r for r in roots if not os.path.exists(os.path.expanduser(str(r)))]
+        if missing:
+            raise MMSearchError(f"path not found: {missing[0]}")
+        with self.write_lock():
+            self._adopt_model(reembed)
+            options = IndexerOptions(batch_size=self.settings.batch_size, workers=self.settings.workers,
+                                     max_image_pixels=self.settings.max_image_pixels,
+                                     max_text_chars=self.settings.max_text_chars, progress=progress)
+            report = Indexer(self.store, self.encoder, options).run(roots)
+            self.index(refresh=True)
+        return report
+
+    def remove(self, paths: Sequence[str]) -> int:
+        with self.write_lock():
+            ids: list[int] = []
+            for path in paths:
+                ids += self.store.ids_under(str(Path(os.path.expanduser(path)).absolute()))
+            removed = self.store.remove_ids(ids)
+            self.index(refresh=True)
+        return removed
+
+    def stats(self) -> dict[str, Any]:
+        index = self.index()
+        _, dim, factory = self._index_params()
+        return {**self.store.counts(), "model": self.stored_model(),
+                "index": {"type": factory, "ntotal": index.ntotal, "dim": dim or None, "device": index.device}}
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """One writer per data dir; readers never wait."""
+        try:
+            handle = open(self.data_path / LOCK_FILE, "a")
+        except OSError as exc:
+            raise DataDirError(f"data dir {self.data_path} is not writable: {exc.strerror or exc}") from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(f"another mmsearch process is writing to {self.data_path}; "
+                                  f"wait for it to finish") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _prepare_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataDirError(f"data dir {path} exists and is not a folder") from None
+    except OSError as exc:
+        raise DataDirError(f"cannot create data dir {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DataDirError(f"data dir {path} is not readable")

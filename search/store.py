@@ -1,0 +1,262 @@
+"""SQL metadata store (SQLAlchemy 2 ORM): the source of truth for items and their vectors.
+
+Every change to vectors bumps ``meta.generation`` in the same transaction and stamps the
+vectors it wrote, so a vector index cache can tell exactly what it is missing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
+                        delete, event, func, select, update)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from mmsearch.errors import DataDirError
+
+SCHEMA_VERSION = 1
+OK, PENDING, FAILED = "ok", "pending", "failed"
+CONTENT = "content"  # the part of an item a vector describes; captions and fused vectors come later
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: caches and URLs keep meaning
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    modality: Mapped[str] = mapped_column(String(16), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str | None] = mapped_column(String(80), index=True)
+    mime: Mapped[str | None] = mapped_column(String(100))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    duration: Mapped[float | None] = mapped_column(Float)
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    channels: Mapped[int | None] = mapped_column(Integer)
+    taken_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    caption: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+    vectors: Mapped[list["Vector"]] = relationship(back_populates="item", cascade="all, delete-orphan",
+                                                   passive_deletes=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {c.name: getattr(self, c.name) for c in self.__table__.columns}
+        for key in ("taken_at", "indexed_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+
+class Vector(Base):
+    __tablename__ = "vectors"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[str] = mapped_column(String(32), primary_key=True)
+    encoder: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    generation: Mapped[int] = mapped_column(BigInteger, index=True)
+
+    item: Mapped[Item] = relationship(back_populates="vectors")
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype="<f4")
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (search, web) never block the indexer
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+class Store:
+    """Opens (and creates) the database behind one SQLAlchemy URL."""
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            self.engine = create_engine(url)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise DataDirError(f"cannot open database {self.engine.url!r}: {_first_line(exc)}") from None
+        except Exception as exc:  # a bad URL or missing driver
+            raise DataDirError(f"cannot open database {url!r}: {_first_line(exc)}") from None
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        with self.session() as session:
+            version = self._get(session, "schema_version")
+            if version is None:
+                self._set(session, "schema_version", SCHEMA_VERSION)
+                self._set(session, "generation", 0)
+            elif version != SCHEMA_VERSION:
+                raise DataDirError(f"database schema version {version} is not {SCHEMA_VERSION}: "
+                                   f"this mmsearch cannot read it")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any exception (Ctrl-C included)."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # --- meta -------------------------------------------------------------------------------------
+    @staticmethod
+    def _get(session: Session, key: str) -> Any:
+        row = session.get(Meta, key)
+        return None if row is None else json.loads(row.value)
+
+    @staticmethod
+    def _set(session: Session, key: str, value: Any) -> None:
+        session.merge(Meta(key=key, value=json.dumps(value, sort_keys=True)))
+
+    def get_meta(self, key: str) -> Any:
+        with self.session() as session:
+            return self._get(session, key)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.session() as session:
+            self._set(session, key, value)
+
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    def bump_generation(self, session: Session) -> int:
+        """Take the next generation inside the caller's transaction."""
+        generation = int(self._get(session, "generation") or 0) + 1
+        self._set(session, "generation", generation)
+        return generation
+
+    # --- vectors ----------------------------------------------------------------------------------
+    def vector_ids(self, part: str = CONTENT) -> np.ndarray:
+        with self.session() as session:
+            ids = session.scalars(select(Vector.item_id).where(Vector.part == part)).all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def iter_vectors(self, part: str = CONTENT, since_generation: int | None = None,
+                     ids: Sequence[int] | None = None, batch: int = 10_000
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids, matrix) chunks, so a rebuild never holds two copies of a large collection."""
+        if ids is not None:  # bounded IN lists: databases cap the number of bound parameters
+            for start in range(0, len(ids), 500):
+                yield from self._vector_chunks(part, since_generation, [int(i) for i in ids[start:start + 500]], batch)
+        else:
+            yield from self._vector_chunks(part, since_generation, None, batch)
+
+    def _vector_chunks(self, part: str, since_generation: int | None, ids: list[int] | None, batch: int
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        query = select(Vector.item_id, Vector.data).where(Vector.part == part).order_by(Vector.item_id)
+        if since_generation is not None:
+            query = query.where(Vector.generation > since_generation)
+        if ids is not None:
+            query = query.where(Vector.item_id.in_(ids))
+        with self.session() as session:
+            result = session.execute(query.execution_options(yield_per=batch))
+            for rows in result.partitions(batch):
+                yield (np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+                       np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows]).astype(np.float32))
+
+    def item_vector(self, item_id: int, part: str = CONTENT) -> np.ndarray | None:
+        with self.session() as session:
+            row = session.get(Vector, (item_id, part))
+            return None if row is None else row.array().copy()
+
+    # --- items ------------------------------------------------------------------------------------
+    def items_by_id(self, ids: Iterable[int]) -> dict[int, Item]:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        with self.session() as session:
+            return {item.id: item for item in session.scalars(select(Item).where(Item.id.in_(ids)))}
+
+    def get_item(self, item_id: int) -> Item | None:
+        with self.session() as session:
+            return session.get(Item, item_id)
+
+    def ids_with_modality(self, modalities: Sequence[str]) -> np.ndarray:
+        with self.session() as session:
+            ids = session.scalars(select(Item.id).where(Item.modality.in_(list(modalities)))).all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def ids_under(self, path: str) -> list[int]:
+        """Items at this exact path or anywhere below it as a folder."""
+        folder = path.rstrip(os.sep) + os.sep
+        with self.session() as session:
+            return list(session.scalars(select(Item.id).where(
+                (Item.path == path) | (func.substr(Item.path, 1, len(folder)) == folder))))
+
+    def remove_ids(self, ids: Sequence[int], chunk: int = 500) -> int:
+        """Delete items and their vectors in one transaction; returns how many existed."""
+        ids = [int(i) for i in ids]
+        removed = 0
+        with self.session() as session:
+            for start in range(0, len(ids), chunk):
+                part = ids[start:start + chunk]
+                session.execute(delete(Vector).where(Vector.item_id.in_(part)))
+                removed += session.execute(delete(Item).where(Item.id.in_(part))).rowcount
+            if removed:
+                self.bump_generation(session)
+        return removed
+
+    def failures(self, limit: int) -> list[dict[str, str]]:
+        with self.session() as session:
+            rows = session.execute(select(Item.path, Item.error).where(Item.status == FAILED)
+                                   .order_by(Item.path).limit(limit))
+            return [{"path": path, "error": error} for path, error in rows]
+
+    def counts(self) -> dict[str, Any]:
+        with self.session() as session:
+            by_status = dict(session.execute(select(Item.status, func.count()).group_by(Item.status)).all())
+            by_modality = dict(session.execute(select(Item.modality, func.count()).where(Item.status != FAILED)
+                                               .group_by(Item.modality)).all())
+        return {
+            "items": sum(n for status, n in by_status.items() if status != FAILED),
+            "by_modality": {m: by_modality.get(m, 0) for m in ("image", "audio", "text")},
+            "pending": by_status.get(PENDING, 0),
+            "failed": by_status.get(FAILED, 0),
+        }
+
+    def mark_all_pending(self, session: Session) -> None:
+        """Drop every vector (a new model is taking over); items wait to be re-embedded."""
+        session.execute(delete(Vector))
+        session.execute(update(Item).where(Item.status == OK).values(status=PENDING, error=None))
+        self.bump_generation(session)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

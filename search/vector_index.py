@@ -1,0 +1,216 @@
+"""FAISS vector index keyed by item id: a cache of the vectors in SQL, rebuilt or caught up on open.
+
+The index file sits beside a small JSON sidecar naming the SQL generation it reflects, the
+encoder that produced its vectors and its FAISS factory string.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from mmsearch.errors import MMSearchError
+
+from .store import CONTENT, Store
+
+
+@dataclass
+class IndexState:
+    generation: int
+    encoder: str
+    dim: int
+    factory: str
+
+
+class FaissIndex:
+    """Inner-product index over L2-normalised vectors, ids = item ids. Searches on a GPU when faiss has one."""
+
+    def __init__(self, state: IndexState, index: faiss.Index | None = None):
+        self.state = state
+        self.cpu = index if index is not None else self._empty(state)
+        self._gpu: faiss.Index | None = None
+        self._gpu_stale = True
+
+    @staticmethod
+    def _empty(state: IndexState) -> faiss.Index:
+        try:
+            inner = faiss.index_factory(state.dim, state.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise MMSearchError(f"invalid index_type {state.factory!r}: {str(exc).splitlines()[0][:160]}") from None
+        return faiss.IndexIDMap2(inner)
+
+    # --- persistence ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path) -> "FaissIndex | None":
+        """The cached index, or None when there is none or it cannot be read (it is only a cache)."""
+        sidecar = path.with_suffix(path.suffix + ".json")
+        try:
+            state = IndexState(**json.loads(sidecar.read_text()))
+            index = faiss.read_index(str(path))
+        except (OSError, ValueError, TypeError, RuntimeError):
+            return None
+        if index.d != state.dim:
+            return None
+        return cls(state, index)
+
+    def save(self, path: Path) -> None:
+        """Write index then sidecar, each atomically; a crash between leaves a sidecar that under-claims,
+        which the next sync repairs by re-applying changes (idempotent)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda tmp: faiss.write_index(self.cpu, tmp))
+        sidecar = path.with_suffix(path.suffix + ".json")
+        _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(self.state.__dict__)))
+
+    # --- contents ---------------------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self.cpu.ntotal)
+
+    def ids(self) -> np.ndarray:
+        return faiss.vector_to_array(self.cpu.id_map).astype(np.int64)
+
+    @property
+    def device(self) -> str:
+        return "gpu" if faiss.get_num_gpus() > 0 and self._gpu is not None else "cpu"
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        if not self.cpu.is_trained:
+            self.cpu.train(vectors)
+        self.cpu.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, np.int64))
+        self._gpu_stale = True
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self.cpu.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, np.int64)))
+            self._gpu_stale = True
+
+    def reconstruct(self, item_id: int) -> np.ndarray:
+        return self.cpu.reconstruct(int(item_id))
+
+    # --- search -----------------------------------------------------------------------------------
+    def _searcher(self) -> faiss.Index:
+        if faiss.get_num_gpus() == 0:
+            return self.cpu
+        if self._gpu_stale:
+            try:
+                self._gpu = faiss.index_cpu_to_all_gpus(self.cpu)
+            except RuntimeError:  # index types without a GPU version keep searching on the CPU
+                self._gpu = None
+            self._gpu_stale = False
+        return self._gpu or self.cpu
+
+    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row; -1 ids pad rows with fewer than k hits."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+        k = max(1, min(int(k), self.ntotal or 1))
+        if allowed_ids is None:
+            return self._searcher().search(queries, k)
+        # A selector filters inside the scan, so a selective filter still yields k hits when k exist.
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)))
+        return self.cpu.search(queries, k, params=params)
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class SyncReport:
+    action: str  # "fresh", "caught-up" or "rebuilt"
+    added: int = 0
+    removed: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def check(index: FaissIndex | None, store: Store, encoder: str, dim: int, factory: str) -> list[str]:
+    """Ways the cached index disagrees with SQL; empty when it is exact."""
+    if index is None:
+        return ["vector index file is missing or unreadable"]
+    problems = []
+    state = index.state
+    if (state.encoder, state.dim, state.factory) != (encoder, dim, factory):
+        problems.append(f"index built for {state.encoder}/{state.dim}d/{state.factory}, "
+                        f"database uses {encoder}/{dim}d/{factory}")
+    generation = store.generation()
+    if state.generation != generation:
+        problems.append(f"index reflects generation {state.generation}, database is at {generation}")
+    index_ids, sql_ids = index.ids(), store.vector_ids()
+    if len(np.unique(index_ids)) != len(index_ids):
+        problems.append("index holds duplicate ids")
+    if len(index_ids) != len(sql_ids):
+        problems.append(f"index holds {len(index_ids)} vectors, database {len(sql_ids)}")
+    elif not np.array_equal(np.sort(index_ids), np.sort(sql_ids)):
+        problems.append("index ids differ from database ids")
+    return problems
+
+
+def sync(index: FaissIndex | None, store: Store, encoder: str, dim: int, factory: str
+         ) -> tuple[FaissIndex, SyncReport]:
+    """Bring the index to what SQL holds: nothing to do, catch up on changes, or rebuild from scratch."""
+    generation = store.generation()  # read first: anything committed later is re-applied next time
+    usable = (index is not None and index.state.generation <= generation
+              and (index.state.encoder, index.state.dim, index.state.factory) == (encoder, dim, factory))
+    if usable and not check(index, store, encoder, dim, factory):
+        return index, SyncReport("fresh")
+    if usable:
+        try:
+            report = _catch_up(index, store, index.state.generation)
+            index.state.generation = generation
+            if not _count_matches(index, store):
+                raise RuntimeError("count mismatch after catch-up")
+            return index, report
+        except RuntimeError:  # e.g. an index type without remove_ids: rebuild instead
+            pass
+    return _rebuild(store, IndexState(generation, encoder, dim, factory))
+
+
+def _count_matches(index: FaissIndex, store: Store) -> bool:
+    ids = index.ids()
+    return len(np.unique(ids)) == len(ids) == len(store.vector_ids())
+
+
+def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
+    sql_ids = store.vector_ids()
+    index_ids = index.ids()
+    changed = [chunk for chunk in store.iter_vectors(CONTENT, since_generation=since)]
+    changed_ids = np.concatenate([ids for ids, _ in changed]) if changed else np.zeros(0, np.int64)
+    stale = np.union1d(np.setdiff1d(index_ids, sql_ids), np.intersect1d(changed_ids, index_ids))
+    index.remove(stale)
+    for ids, vectors in changed:
+        index.add(ids, vectors)
+    missing = np.setdiff1d(np.setdiff1d(sql_ids, index_ids), changed_ids)
+    for ids, vectors in store.iter_vectors(CONTENT, ids=missing) if len(missing) else ():
+        index.add(ids, vectors)
+    return SyncReport("caught-up", added=len(changed_ids) + len(missing), removed=len(stale))
+
+
+def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
+    index = FaissIndex(state)
+    chunks = store.iter_vectors(CONTENT)
+    if not index.cpu.is_trained:  # IVF-style indexes train on everything SQL holds
+        chunks = list(chunks)
+        if chunks:
+            index.cpu.train(np.concatenate([v for _, v in chunks]))
+    added = 0
+    for ids, vectors in chunks:
+        if vectors.shape[1] != state.dim:
+            raise MMSearchError(f"database holds {vectors.shape[1]}-d vectors, the model makes {state.dim}-d; "
+                                f"run index --reembed")
+        index.add(ids, vectors)
+        added += len(ids)
+    return index, SyncReport("rebuilt", added=added)
