@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
                         delete, event, func, select, update)
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from mmsearch.errors import DataDirError
@@ -107,10 +107,8 @@ class Store:
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise DataDirError(f"cannot open database {self.engine.url!r}: {_first_line(exc)}") from None
-        except Exception as exc:  # a bad URL or missing driver
-            raise DataDirError(f"cannot open database {url!r}: {_first_line(exc)}") from None
+        except Exception as exc:  # SQLAlchemyError, or a bad URL / missing driver
+            raise DataDirError(f"cannot open database {_safe_url(url)}: {_first_line(exc)}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         with self.session() as session:
             version = self._get(session, "schema_version")
@@ -260,3 +258,11 @@ class Store:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"

@@ -1,0 +1,176 @@
+"""The command line: JSON documents, one-line errors, configuration by environment alone."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from .media import picture
+
+
+def as_json(result) -> dict:
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_index_search_stats_json(runner, collection):
+    root, expected = collection
+    report = as_json(runner("index", str(root), "--json"))
+    assert set(report) == {"added", "updated", "moved", "removed", "unchanged", "failed", "seconds"}
+    assert report["failed"] == expected["failed"]
+
+    stats = as_json(runner("stats", "--json"))
+    assert stats["by_modality"] == {m: expected[m] for m in ("image", "audio", "text")}
+    assert stats["model"] == {"name": "tiny", "pretrained": "random", "dim": 64}
+    assert stats["index"] == {"type": "Flat", "ntotal": expected["image"] + expected["text"], "dim": 64,
+                              "device": "cpu"}
+
+    found = as_json(runner("search", "a dog on a beach", "-k", "4", "--json"))
+    assert len(found["results"]) == 4 and found["took_ms"] >= 0
+    scores = [r["score"] for r in found["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert set(found["results"][0]) == {"id", "path", "modality", "score"}
+
+    images = as_json(runner("search", "--image", str(root / "green.png"), "--modality", "image", "--json"))
+    assert images["results"][0]["path"] == str(root / "green.png")
+    assert {r["modality"] for r in images["results"]} == {"image"}
+
+    first = found["results"][2]["id"]
+    like = as_json(runner("search", "--like", str(first), "-k", "3", "--json"))
+    assert like["results"][0]["id"] == first
+
+    failed = as_json(runner("failed", "--json"))["failed"]
+    assert len(failed) == expected["failed"] and all(f["error"] for f in failed)
+    assert as_json(runner("verify", "--json")) == {"ok": True, "problems": []}
+
+
+def test_model_comes_from_the_data_dir_when_not_given(runner, collection, env):
+    root, _ = collection
+    as_json(runner("index", str(root), "--json"))
+    from manage import cli
+    from click.testing import CliRunner
+    result = CliRunner().invoke(cli, ["search", "shapes", "--json"], env={"MMSEARCH_DATA_DIR": env["MMSEARCH_DATA_DIR"],
+                                                                         "MMSEARCH_MODEL": None})
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["results"]
+
+
+def test_remove_and_rebuild(runner, collection, data_dir):
+    root, _ = collection
+    as_json(runner("index", str(root), "--json"))
+    before = as_json(runner("stats", "--json"))["index"]["ntotal"]
+    assert as_json(runner("remove", str(root / "sub dir"), "--json")) == {"removed": 3}
+    assert as_json(runner("stats", "--json"))["index"]["ntotal"] == before - 3
+    (data_dir / "vectors.faiss").unlink()
+    assert runner("verify").exit_code == 1
+    assert as_json(runner("rebuild-index", "--json"))["ntotal"] == before - 3
+    assert runner("verify").exit_code == 0
+
+
+def test_stale_index_file_is_detected_and_rebuilt_on_open(runner, collection, data_dir, tmp_path):
+    root, _ = collection
+    as_json(runner("index", str(root), "--json"))
+    shutil.copy(data_dir / "vectors.faiss", tmp_path / "old.faiss")
+    shutil.copy(data_dir / "vectors.faiss.json", tmp_path / "old.faiss.json")
+    picture(77).save(root / "new.png")
+    as_json(runner("index", str(root), "--json"))
+    shutil.copy(tmp_path / "old.faiss", data_dir / "vectors.faiss")
+    shutil.copy(tmp_path / "old.faiss.json", data_dir / "vectors.faiss.json")
+    verdict = runner("verify", "--json")
+    assert verdict.exit_code == 1 and json.loads(verdict.stdout)["problems"]
+    found = as_json(runner("search", "--image", str(root / "new.png"), "--json"))
+    assert found["results"][0]["path"] == str(root / "new.png"), "search must see the item the old cache lacked"
+    assert runner("verify").exit_code == 0
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--model", "no-such-model"], "unknown model"),
+    (["--model", "ViT-B-32", "--pretrained", "no-such-tag"], "no pretrained tag"),
+    (["--model", "tiny", "--pretrained", "/nonexistent/weights.pt"], "does not exist"),
+    (["--model", "ViT-B-32"], "cannot fetch weights"),
+])
+def test_model_errors_are_one_line_and_change_nothing(runner, collection, args, fragment, data_dir):
+    root, _ = collection
+    as_json(runner("index", str(root), "--json"))
+    stats = as_json(runner("stats", "--json"))
+    db = (data_dir / "mmsearch.db").read_bytes()
+    # a fresh data dir for the download case: the stored tiny model would otherwise refuse first
+    extra = {"HF_HUB_OFFLINE": "1"}
+    if args == ["--model", "ViT-B-32"]:
+        extra["MMSEARCH_DATA_DIR"] = str(data_dir.parent / "other")
+    line = one_line_error(runner("index", str(root), *args, extra_env=extra))
+    assert fragment in line
+    assert as_json(runner("stats", "--json")) == stats
+    assert (data_dir / "mmsearch.db").read_bytes() == db
+
+
+def test_other_model_is_refused_without_reembed(runner, collection):
+    root, _ = collection
+    as_json(runner("index", str(root), "--json"))
+    line = one_line_error(runner("search", "x", "--model", "tiny", "--pretrained", "openai",
+                                 extra_env={"HF_HUB_OFFLINE": "1"}))
+    assert "no pretrained tag" in line
+    small = root.parent / "small"
+    small.mkdir()
+    picture(1).save(small / "a.png")
+    line = one_line_error(runner("index", str(small), "--model", "ViT-B-32", "--pretrained", "random"))
+    assert "--reembed" in line and "tiny" in line
+
+
+def test_reembed_switches_model(runner, tmp_path, data_dir):
+    root = tmp_path / "few"
+    root.mkdir()
+    for i in range(3):
+        picture(i).save(root / f"{i}.png")
+    (root / "note.txt").write_text("hello world")
+    as_json(runner("index", str(root), "--json"))
+    report = as_json(runner("index", str(root), "--model", "ViT-B-32", "--pretrained", "random", "--reembed", "--json"))
+    assert report["updated"] == 4
+    stats = as_json(runner("stats", "--json", "--model", "ViT-B-32", "--pretrained", "random"))
+    assert stats["model"]["dim"] == 512 and stats["index"]["dim"] == 512 and stats["index"]["ntotal"] == 4
+    assert runner("verify").exit_code == 0
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["index", "/no/such/folder"], "path not found"),
+    (["search"], "exactly one query"),
+    (["search", "x", "--like", "1"], "exactly one query"),
+    (["search", "--like", "999"], "no item with id 999"),
+    (["search", "--image", "/no/such.jpg"], "cannot read query image"),
+    (["remove", "/no/such/thing"], "nothing indexed"),
+])
+def test_bad_input_one_line(runner, collection, args, fragment):
+    root, _ = collection
+    as_json(runner("index", str(root), "--json"))
+    assert fragment in one_line_error(runner(*args))
+
+
+def test_text_file_as_query_image(runner, collection):
+    root, _ = collection
+    as_json(runner("index", str(root), "--json"))
+    assert "query image" in one_line_error(runner("search", "--image", str(root / "note.md")))
+
+
+def test_data_dir_that_is_a_file(runner, tmp_path, collection):
+    root, _ = collection
+    blocker = tmp_path / "blocker"
+    blocker.write_text("keep me")
+    line = one_line_error(runner("index", str(root), extra_env={"MMSEARCH_DATA_DIR": str(blocker)}))
+    assert "not a folder" in line
+    assert blocker.read_text() == "keep me"
+
+
+def test_bad_setting_values(runner, collection):
+    root, _ = collection
+    assert "batch_size" in one_line_error(runner("stats", extra_env={"MMSEARCH_BATCH_SIZE": "zero"}))
+    line = one_line_error(runner("stats", extra_env={"MMSEARCH_DB_URL": "nosuchdialect://x"}))
+    assert "cannot open database" in line

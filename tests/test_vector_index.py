@@ -1,0 +1,121 @@
+"""The FAISS file is a cache of SQL: caught up, rebuilt, filtered, saved atomically."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search.store import CONTENT, OK, Item, Store, Vector, vector_bytes
+from search.vector_index import FaissIndex, check, sync
+
+DIM = 8
+KEY = "test/enc"
+
+
+def unit(rng, n):
+    v = rng.normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def put(store: Store, vectors: dict[int, np.ndarray], modality: str = "image") -> None:
+    import datetime as dt
+    with store.session() as session:
+        generation = store.bump_generation(session)
+        for item_id, vector in vectors.items():
+            session.merge(Item(id=item_id, path=f"/m/{item_id}", modality=modality, size=1, mtime_ns=1,
+                               status=OK, indexed_at=dt.datetime(2026, 1, 1)))
+            session.flush()
+            session.merge(Vector(item_id=item_id, part=CONTENT, encoder=KEY, dim=DIM, data=vector_bytes(vector),
+                                 generation=generation))
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_rebuild_then_fresh_then_catch_up(store, tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = unit(rng, 20)
+    put(store, {i + 1: vectors[i] for i in range(20)})
+    index, report = sync(None, store, KEY, DIM, "Flat")
+    assert report.action == "rebuilt" and index.ntotal == 20
+    path = tmp_path / "v.faiss"
+    index.save(path)
+
+    loaded = FaissIndex.load(path)
+    again, report = sync(loaded, store, KEY, DIM, "Flat")
+    assert report.action == "fresh"
+
+    changed = unit(rng, 1)[0]
+    put(store, {5: changed, 21: vectors[0]})
+    store.remove_ids([7])
+    assert check(again, store, KEY, DIM, "Flat")
+    caught, report = sync(again, store, KEY, DIM, "Flat")
+    assert report.action == "caught-up" and report.removed == 2  # item 7, and item 5's old vector
+    assert check(caught, store, KEY, DIM, "Flat") == []
+    np.testing.assert_allclose(caught.reconstruct(5), changed)
+    scores, ids = caught.search(changed, 1)
+    assert ids[0][0] == 5 and scores[0][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_wrong_encoder_or_missing_file_rebuilds(store, tmp_path):
+    rng = np.random.default_rng(1)
+    put(store, {i: v for i, v in enumerate(unit(rng, 5), start=1)})
+    index, _ = sync(None, store, "other/model", DIM, "Flat")
+    assert sync(index, store, KEY, DIM, "Flat")[1].action == "rebuilt"
+    assert FaissIndex.load(tmp_path / "missing.faiss") is None
+    (tmp_path / "junk.faiss").write_bytes(b"junk")
+    (tmp_path / "junk.faiss.json").write_text("{}")
+    assert FaissIndex.load(tmp_path / "junk.faiss") is None
+
+
+def test_duplicate_ids_in_cache_are_repaired(store):
+    rng = np.random.default_rng(2)
+    vectors = unit(rng, 4)
+    put(store, {i + 1: vectors[i] for i in range(4)})
+    index, _ = sync(None, store, KEY, DIM, "Flat")
+    index.add(np.array([2]), vectors[1:2])  # e.g. a crash between saving the index and its sidecar
+    assert "index holds duplicate ids" in check(index, store, KEY, DIM, "Flat")
+    repaired, _ = sync(index, store, KEY, DIM, "Flat")
+    assert check(repaired, store, KEY, DIM, "Flat") == []
+
+
+def test_filter_inside_search_returns_k_when_k_exist(store):
+    rng = np.random.default_rng(3)
+    vectors = unit(rng, 300)
+    put(store, {i + 1: vectors[i] for i in range(290)}, "image")
+    put(store, {i + 1: vectors[i] for i in range(290, 300)}, "text")
+    index, _ = sync(None, store, KEY, DIM, "Flat")
+    allowed = store.ids_with_modality(["text"])
+    scores, ids = index.search(vectors[0], 5, allowed)
+    assert len(set(ids[0])) == 5 and set(ids[0]) <= set(allowed)
+    assert list(scores[0]) == sorted(scores[0], reverse=True)
+
+
+def test_ivf_index_type(store):
+    rng = np.random.default_rng(4)
+    vectors = unit(rng, 400)
+    put(store, {i + 1: vectors[i] for i in range(400)})
+    index, report = sync(None, store, KEY, DIM, "IVF4,Flat")
+    assert report.action == "rebuilt" and index.ntotal == 400
+    assert check(index, store, KEY, DIM, "IVF4,Flat") == []
+
+
+def test_save_is_atomic(store, tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    put(store, {1: unit(rng, 1)[0]})
+    index, _ = sync(None, store, KEY, DIM, "Flat")
+    path = tmp_path / "v.faiss"
+    index.save(path)
+    good = path.read_bytes()
+    import faiss
+
+    def explode(_index, name):
+        with open(name, "wb") as handle:
+            handle.write(b"partial")
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(faiss, "write_index", explode)
+    with pytest.raises(RuntimeError):
+        index.save(path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
