@@ -260,7 +260,7 @@ def test_utf8_with_bom_drops_the_bom():
     FRENCH,
     "café crème brûlée, une crêpe à la française et un thé glacé très sucré pour le goûter. " * 2,
     "Der Bär läuft über die Straße und ißt Käse. Schöne Grüße aus München, Köln und Düsseldorf!",
-])
+], ids=["french", "french-repeated", "german"])
 def test_latin1_text_with_accents(text):
     data = text.encode("latin-1")
     with pytest.raises(UnicodeDecodeError):
