@@ -10,6 +10,7 @@ from typing import Any
 
 import av
 import charset_normalizer
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 HASH = "blake2b"
@@ -27,6 +28,7 @@ class Decoded:
     meta: dict[str, Any] = field(default_factory=dict)
     image: Image.Image | None = None
     text: str | None = None
+    wave: "np.ndarray | None" = None
 
 
 def content_hash(data: bytes) -> str:
@@ -97,9 +99,14 @@ def decode_text(data: bytes, max_chars: int) -> Decoded:
         text = data.decode("utf-8-sig")
         encoding = "utf-8"
     except UnicodeDecodeError:
-        best = charset_normalizer.from_bytes(data).best()
+        results = charset_normalizer.from_bytes(data)
+        best = results.best()
         if best is None:
             raise DecodeError("binary content or unknown text encoding") from None
+        # Detection ranks close Western encodings near each other; prefer cp1252 when it reads as well.
+        western = next((m for m in results if m.encoding in ("cp1252", "latin_1", "iso8859_15")), None)
+        if western is not None and western.chaos <= best.chaos + 0.1:
+            best = western
         text, encoding = str(best), best.encoding
     text = text.strip()
     if not text:
@@ -144,3 +151,36 @@ def _audio_mime(format_name: str) -> str:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def decode_audio(data: bytes, sample_rate: int, max_seconds: float) -> Decoded:
+    """Mono float32 waveform at ``sample_rate`` (first ``max_seconds`` only) plus the file's metadata."""
+    probed = probe_audio(data)
+    limit = int(sample_rate * max_seconds)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    chunks: list[np.ndarray] = []
+    have = 0
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.audio[0]
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    have += chunks[-1].size
+                if have >= limit:
+                    break
+            else:
+                for out in resampler.resample(None):
+                    chunks.append(out.to_ndarray().reshape(-1))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        if not chunks:  # a damaged tail after good audio still indexes what decoded
+            raise DecodeError(f"cannot decode audio: {_reason(exc)}") from None
+    wave = np.concatenate(chunks)[:limit].astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if wave.size == 0:
+        raise DecodeError("audio stream decodes to no samples")
+    if float(np.abs(wave).max()) < 1e-4:
+        raise DecodeError("silent audio")
+    probed.wave = wave
+    if probed.meta.get("duration") is None:
+        probed.meta["duration"] = len(wave) / sample_rate
+    return probed

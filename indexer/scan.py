@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -85,6 +84,7 @@ def _walk(folder: str, result: ScanResult, seen: set[tuple[int, int]]) -> None:
 def _add_folder_files(folder: str, names: list[str], result: ScanResult, only: str | None = None) -> None:
     """Add the media among ``names`` (all visible files of ``folder``), or just ``only`` when given."""
     media_stems = {os.path.splitext(n)[0] for n in names if modality_of(n) in ("image", "audio")}
+    sidecars = {os.path.splitext(n)[0]: n for n in names if os.path.splitext(n)[1].lower() == CAPTION_EXT}
     for name in names:
         modality = modality_of(name)
         if modality is None or (only is not None and name != only):
@@ -94,8 +94,8 @@ def _add_folder_files(folder: str, names: list[str], result: ScanResult, only: s
         if ext.lower() == CAPTION_EXT and stem in media_stems:
             continue  # a sidecar, stored on its media item
         caption = None
-        if modality != "text" and stem + CAPTION_EXT in names:
-            caption = os.path.join(folder, stem + CAPTION_EXT)
+        if modality != "text" and stem in sidecars:
+            caption = os.path.join(folder, sidecars[stem])
         try:
             info = os.stat(path)
         except OSError as exc:
@@ -111,4 +111,4 @@ def under(path: str, roots: Iterable[str]) -> bool:
 
 
 def absolute_roots(roots: Iterable[str | os.PathLike]) -> list[str]:
-    return [str(Path(os.path.expanduser(os.fspath(r))).absolute()) for r in roots]
+    return [os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots]

@@ -147,7 +147,7 @@ class Library:
         with self.write_lock():
             ids: list[int] = []
             for path in paths:
-                ids += self.store.ids_under(str(Path(os.path.expanduser(path)).absolute()))
+                ids += self.store.ids_under(os.path.abspath(os.path.expanduser(path)))
             removed = self.store.remove_ids(ids)
             self.index(refresh=True)
         return removed
