@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -15,37 +13,14 @@ import torch
 from mmsearch.errors import ModelLoadError
 
 from .clip import ClipEncoder
+from .identity import RANDOM, ModelSpec
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
 
-RANDOM = "random"
 # Models whose default weights we choose ourselves; the rest take open_clip's first listed tag.
 DEFAULT_PRETRAINED = {"ViT-B-32": "laion2b_s34b_b79k", "tiny": RANDOM}
 RANDOM_SEED = 0
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What identifies an image/text model: the open_clip config and where its weights come from."""
-
-    name: str
-    pretrained: str  # an open_clip tag, 'random', or an absolute checkpoint path
-    dim: int
-
-    @property
-    def is_file(self) -> bool:
-        return self.pretrained not in (RANDOM,) and os.sep in self.pretrained
-
-    def identity(self) -> dict:
-        """What the data dir records. A file is named by its checksum so renaming it changes nothing."""
-        source = {"checksum": file_checksum(self.pretrained)} if self.is_file else {"pretrained": self.pretrained}
-        return {"name": self.name, **source, "dim": self.dim}
-
-
-def file_checksum(path: str) -> str:
-    with open(path, "rb") as handle:
-        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def resolve_spec(model: str, pretrained: str = "") -> ModelSpec:
@@ -119,7 +94,7 @@ def _weights_file(spec: ModelSpec, cache_dir: str | None) -> str:
 
 def _download_hint(spec: ModelSpec, reason: object) -> str:
     first_line = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
-    return (f"cannot fetch weights {spec.pretrained!r} for model {spec.name!r} ({first_line[:160]}); "
+    return (f"cannot fetch weights {spec.pretrained!r} for model {spec.name!r} ({first_line[:400]}); "
             f"download them elsewhere and pass the file with --pretrained FILE (MMSEARCH_PRETRAINED), "
             f"or use --model tiny offline")
 

@@ -77,9 +77,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = image.point(lambda v: v / 256).convert("L")  # 16-bit greyscale would clip to white
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _stretch_to_8bit(image)  # 16-bit or float greyscale would clip to white
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _stretch_to_8bit(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return Image.fromarray(np.nan_to_num((values - low) * scale).astype(np.uint8), "L")
 
 
 def _exif_time(image: Image.Image) -> dt.datetime | None:
@@ -91,6 +98,10 @@ def _exif_time(image: Image.Image) -> dt.datetime | None:
         return None
 
 
+# EBCDIC pages "fit" short Latin-1 byte strings but no note on a personal disk uses them.
+_MAINFRAME_CODEPAGES = ["cp037", "cp273", "cp424", "cp500", "cp875", "cp1026", "cp1140"]
+
+
 def decode_text(data: bytes, max_chars: int) -> Decoded:
     """UTF-8 first, then charset detection; NUL bytes or undetectable encodings mean binary."""
     if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -99,7 +110,7 @@ def decode_text(data: bytes, max_chars: int) -> Decoded:
         text = data.decode("utf-8-sig")
         encoding = "utf-8"
     except UnicodeDecodeError:
-        results = charset_normalizer.from_bytes(data)
+        results = charset_normalizer.from_bytes(data, cp_exclusion=_MAINFRAME_CODEPAGES)
         best = results.best()
         if best is None:
             raise DecodeError("binary content or unknown text encoding") from None
@@ -149,6 +160,8 @@ def _audio_mime(format_name: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return exc.strerror  # without errno and the '<none>' file name of an in-memory container
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
 

@@ -207,7 +207,9 @@ class Indexer:
         out: dict[int, np.ndarray] = {}
         for prepared in batch:
             if prepared.task.row is None and prepared.hash and prepared.decoded is None and not prepared.error:
-                if self._claim_move(prepared) is None and self._copy_source(prepared) is None:
+                claimed = self._claim_move(prepared)
+                needs_vector = claimed is not None and not prepared.same_content  # a moved item still pending
+                if needs_vector or (claimed is None and self._copy_source(prepared) is None):
                     fresh = self._prepare(prepared.task, force_decode=True)
                     prepared.decoded, prepared.pixels, prepared.error = fresh.decoded, fresh.pixels, fresh.error
         images = [p for p in batch if p.pixels is not None and not p.error]
@@ -225,10 +227,10 @@ class Indexer:
     def _claim_move(self, prepared: Prepared) -> Row | None:
         for row in self._by_hash.get(prepared.hash, ()):
             gone = row.id in self._vanished_ids or (row.path not in self._scanned and not os.path.exists(row.path))
-            if gone and row.id not in self._claimed:
+            if gone and row.id not in self._claimed and row.modality == prepared.task.entry.modality:
                 self._claimed.add(row.id)
                 prepared.task = Task(prepared.task.entry, row)
-                prepared.same_content = True
+                prepared.same_content = not (row.status == PENDING and row.modality in self.embeddable)
                 return row
         return None
 
@@ -266,6 +268,8 @@ class Indexer:
             return
         if row is None:
             report.added += 1
+        elif moved:
+            report.moved += 1
         else:
             report.updated += 1
         meta = prepared.decoded.meta if prepared.decoded else {}

@@ -67,17 +67,21 @@ def _walk(folder: str, result: ScanResult, seen: set[tuple[int, int]]) -> None:
     except OSError as exc:
         result.errors.append(f"{folder}: {exc.strerror or exc}")
         return
-    names = []
+    names, linked_dirs = [], []
     for entry in children:
         if entry.name.startswith("."):
             continue
         try:
-            if entry.is_dir():
+            if entry.is_dir(follow_symlinks=False):
                 _walk(entry.path, result, seen)
+            elif entry.is_dir():
+                linked_dirs.append(entry.path)  # after the real folders, so a link never claims their files
             elif entry.is_file():
                 names.append(entry.name)
         except OSError as exc:
             result.errors.append(f"{entry.path}: {exc.strerror or exc}")
+    for path in linked_dirs:
+        _walk(path, result, seen)
     _add_folder_files(folder, names, result)
 
 
@@ -88,6 +92,10 @@ def _add_folder_files(folder: str, names: list[str], result: ScanResult, only: s
     for name in names:
         modality = modality_of(name)
         if modality is None or (only is not None and name != only):
+            continue
+        if not _utf8(name):  # the database stores text; such a name cannot be stored faithfully
+            result.errors.append(f"{os.fsencode(os.path.join(folder, name))!r}: file name is not valid UTF-8; "
+                                 f"rename it")
             continue
         stem, ext = os.path.splitext(name)
         path = os.path.join(folder, name)
@@ -104,6 +112,14 @@ def _add_folder_files(folder: str, names: list[str], result: ScanResult, only: s
         result.files[path] = FileEntry(path, modality, info.st_size, info.st_mtime_ns, caption)
         if caption:
             result.captions[caption] = path
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def under(path: str, roots: Iterable[str]) -> bool:

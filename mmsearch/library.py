@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from search.query import Searcher
 from search.store import CONTENT, OK, Item, Store, Vector
 from search.vector_index import FaissIndex, IndexState, SyncReport, check, sync
-from encoders.identity import describe, encoder_key
+from encoders.identity import ModelSpec, describe, encoder_key
 
-from .errors import DataDirError, LockedError, MMSearchError, ModelMismatchError
+from .errors import DataDirError, LockedError, MMSearchError, ModelLoadError, ModelMismatchError
 from .settings import Settings
 
 INDEX_FILE = "vectors.faiss"
@@ -43,13 +43,20 @@ class Library:
     def model_spec(self, allow_change: bool = False):
         """The model to use: the flags' choice, else the one the data dir was built with."""
         if self._spec is None:
-            from encoders.loading import resolve_spec
             stored, source = self.stored_model(), self.store.get_meta("model_source") or {}
             name = self.settings.model if self.settings.explicit("model") or not stored else source["name"]
             pretrained = self.settings.pretrained
             if not self.settings.explicit("pretrained") and stored and name == source.get("name"):
                 pretrained = source.get("pretrained", "")
-            spec = resolve_spec(name, pretrained)
+            if stored and (name, pretrained) == (source.get("name"), source.get("pretrained")):
+                # validated when it was adopted; skipping open_clip keeps a no-op index run fast
+                spec = ModelSpec(name, pretrained, int(stored["dim"]))
+                if spec.is_file and not os.path.isfile(pretrained):
+                    raise ModelLoadError(f"checkpoint file {pretrained} that this data dir was indexed with is "
+                                         f"missing; pass its new location with --pretrained FILE")
+            else:
+                from encoders.loading import resolve_spec
+                spec = resolve_spec(name, pretrained)
             identity = spec.identity()
             if stored and identity != stored and not allow_change:
                 raise ModelMismatchError(
@@ -70,13 +77,17 @@ class Library:
         spec = self.model_spec(allow_change=reembed)
         identity = spec.identity()
         stored = self.stored_model()
+        source = {"name": spec.name, "pretrained": spec.pretrained}
         if stored == identity:
+            if self.store.get_meta("model_source") != source:  # same weights, file moved
+                self.store.set_meta("model_source", source)
             return
+        self.encoder()  # load the weights first: a model that cannot load must not replace the stored one
         with self.store.session() as session:
             if stored is not None:
                 self.store.mark_all_pending(session)
             self.store._set(session, "model", identity)
-            self.store._set(session, "model_source", {"name": spec.name, "pretrained": spec.pretrained})
+            self.store._set(session, "model_source", source)
 
     # --- vector index -----------------------------------------------------------------------------
     @property
@@ -98,8 +109,11 @@ class Library:
                 return self._index
             cached = self._index if self._index is not None else FaissIndex.load(self.index_path)
             self._index, self.last_sync = sync(cached, self.store, encoder, dim, factory)
-            if self.last_sync.action != "fresh" and os.access(self.data_path, os.W_OK):
-                self._index.save(self.index_path)
+            if self.last_sync.action != "fresh":
+                try:
+                    self._index.save(self.index_path)
+                except OSError:
+                    pass  # only a cache: the next open rebuilds or catches up again
         return self._index
 
     def rebuild_index(self) -> SyncReport:

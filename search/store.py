@@ -136,7 +136,10 @@ class Store:
     @staticmethod
     def _get(session: Session, key: str) -> Any:
         row = session.get(Meta, key)
-        return None if row is None else json.loads(row.value)
+        try:
+            return None if row is None else json.loads(row.value)
+        except ValueError:
+            raise DataDirError(f"database meta entry {key!r} is damaged") from None
 
     @staticmethod
     def _set(session: Session, key: str, value: Any) -> None:

@@ -41,7 +41,7 @@ class FaissIndex:
         try:
             inner = faiss.index_factory(state.dim, state.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise MMSearchError(f"invalid index_type {state.factory!r}: {str(exc).splitlines()[0][:160]}") from None
+            raise MMSearchError(f"invalid index_type {state.factory!r}: {_faiss_reason(exc)}") from None
         return faiss.IndexIDMap2(inner)
 
     # --- persistence ------------------------------------------------------------------------------
@@ -205,7 +205,12 @@ def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
     if not index.cpu.is_trained:  # IVF-style indexes train on everything SQL holds
         chunks = list(chunks)
         if chunks:
-            index.cpu.train(np.concatenate([v for _, v in chunks]))
+            sample = np.concatenate([v for _, v in chunks])
+            try:
+                index.cpu.train(sample)
+            except RuntimeError as exc:
+                raise MMSearchError(f"index_type {state.factory!r} cannot be trained on {len(sample)} vectors "
+                                    f"({_faiss_reason(exc)}); use Flat until the collection is larger") from None
     added = 0
     for ids, vectors in chunks:
         if vectors.shape[1] != state.dim:
@@ -214,3 +219,9 @@ def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
         index.add(ids, vectors)
         added += len(ids)
     return index, SyncReport("rebuilt", added=added)
+
+
+def _faiss_reason(exc: RuntimeError) -> str:
+    """faiss prefixes its messages with a C++ signature and source location; keep the reason."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(": ", 1)[1] if text.startswith("Error in ") and ": " in text else text

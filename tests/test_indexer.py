@@ -149,3 +149,77 @@ def test_like_puts_the_item_before_its_exact_duplicates(settings, tmp_path):
     for name in ("c.png", "b.png", "a.png"):
         [item_id] = library.store.ids_under(str(root / name))
         assert library.searcher().like(item_id, k=3)[0].id == item_id
+
+
+def test_reembed_with_a_model_that_cannot_load_changes_nothing(settings, collection, tmp_path):
+    root, _ = collection
+    library = Library(settings)
+    library.run_index([root])
+    before = library.stats()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    from mmsearch.errors import ModelLoadError
+    with pytest.raises(ModelLoadError):
+        Library(settings.replace(pretrained=str(bad))).run_index([root], reembed=True)
+    assert Library(settings).stats() == before
+    assert Library(settings).verify() == []
+
+
+def test_moved_item_waiting_for_a_vector_is_embedded(settings, tmp_path):
+    root = tmp_path / "m"
+    root.mkdir()
+    picture(1).save(root / "a.png")
+    (root / "n.txt").write_text("a note")
+    library = Library(settings)
+    library.run_index([root])
+    os.rename(root / "n.txt", root / "renamed.txt")
+    import torch
+    other = tmp_path / "other.pt"
+    torch.manual_seed(3)
+    import open_clip
+    torch.save(open_clip.create_model("tiny").state_dict(), other)
+    report = Library(settings.replace(pretrained=str(other))).run_index([root], reembed=True)
+    assert (report.moved, report.updated, report.removed) == (1, 1, 0)
+    stats = Library(settings.replace(pretrained=str(other))).stats()
+    assert stats["pending"] == 0 and stats["index"]["ntotal"] == 2
+
+
+def test_renaming_across_modalities_is_not_a_move(settings, tmp_path, data_dir):
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "t.txt").write_text("words, not pixels")
+    library = Library(settings)
+    library.run_index([root])
+    os.rename(root / "t.txt", root / "t.jpg")
+    report = library.run_index([root])
+    assert (report.moved, report.failed, report.removed) == (0, 1, 1)
+    assert rows(data_dir)[str(root / "t.jpg")][1:3] == ("image", "failed")
+
+
+def test_non_utf8_file_name_is_skipped_not_fatal(settings, tmp_path):
+    root = tmp_path / "m"
+    root.mkdir()
+    picture(1).save(root / "good.png")
+    picture(2).save(os.path.join(os.fsencode(root), b"bad\xffname.png"))
+    report = Library(settings).run_index([root])
+    assert report.added == 1 and any("not valid UTF-8" in e for e in report.scan_errors)
+
+
+def test_symlinked_folder_does_not_claim_the_real_files(settings, tmp_path, data_dir):
+    root = tmp_path / "m"
+    (root / "zzz_real").mkdir(parents=True)
+    picture(1).save(root / "zzz_real" / "a.png")
+    os.symlink(root / "zzz_real", root / "aaa_alias")
+    Library(settings).run_index([root])
+    assert list(rows(data_dir)) == [str(root / "zzz_real" / "a.png")]
+
+
+def test_ann_index_type_needing_more_data_is_a_clear_error(settings, collection):
+    root, _ = collection
+    from mmsearch.errors import MMSearchError
+    with pytest.raises(MMSearchError, match="cannot be trained"):
+        Library(settings.replace(index_type="IVF1024,Flat")).run_index([root])
+    flat = Library(settings)  # SQL kept everything; the Flat cache is rebuilt from it
+    stats = flat.stats()
+    assert stats["index"]["ntotal"] == stats["items"] - stats["pending"] > 0
+    assert flat.verify() == []
