@@ -24,6 +24,7 @@ def _common(command: Callable) -> Callable:
         click.option("--db-url", help="SQLAlchemy database URL [env MMSEARCH_DB_URL]."),
         click.option("--model", help="open_clip model or 'tiny' [env MMSEARCH_MODEL]."),
         click.option("--pretrained", help="Pretrained tag, checkpoint file or 'random' [env MMSEARCH_PRETRAINED]."),
+        click.option("--audio-checkpoint", help="Audio tower .safetensors file [env MMSEARCH_AUDIO_CHECKPOINT]."),
         click.option("--device", help="auto, cpu, cuda, cuda:N [env MMSEARCH_DEVICE]."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="TOML settings file [env MMSEARCH_CONFIG]."),
@@ -38,7 +39,8 @@ class _Context:
     def __init__(self, kwargs: dict[str, Any]):
         self.as_json = kwargs.pop("as_json")
         config_file = kwargs.pop("config_file")
-        flags = {k: kwargs.pop(k) for k in ("data_dir", "db_url", "model", "pretrained", "device")}
+        flags = {k: kwargs.pop(k) for k in ("data_dir", "db_url", "model", "pretrained", "audio_checkpoint",
+                                            "device")}
         self.settings = load_settings(flags, config_file=config_file)
         self.kwargs = kwargs
 
@@ -81,11 +83,13 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--reembed", is_flag=True, help="Accept a model change: re-embed every item with the new model.")
+@click.option("--reembed-audio", is_flag=True, help="Re-embed every sound with the current audio tower.")
 @_command
-def index(ctx: _Context, paths: tuple[str, ...], reembed: bool) -> None:
+def index(ctx: _Context, paths: tuple[str, ...], reembed: bool, reembed_audio: bool) -> None:
     """Index (or re-index incrementally) the media under PATHS."""
     library = ctx.library()
-    report = library.run_index(paths, reembed=reembed, progress=not ctx.as_json and sys.stderr.isatty())
+    report = library.run_index(paths, reembed=reembed, reembed_audio=reembed_audio,
+                               progress=not ctx.as_json and sys.stderr.isatty())
     if not ctx.as_json:
         for path, reason in report.failures:
             click.echo(f"failed: {path}: {reason}", err=True)
@@ -98,41 +102,39 @@ def index(ctx: _Context, paths: tuple[str, ...], reembed: bool) -> None:
 @cli.command()
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(dir_okay=False), help="Query by an image file.")
+@click.option("--audio", type=click.Path(dir_okay=False), help="Query by a sound file.")
 @click.option("--like", type=int, help="Query by an indexed item id: more like it.")
 @click.option("-k", "--top-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option("--modality", "modalities", type=MODALITY, multiple=True, help="Only these modalities (repeatable).")
 @_command
-def search(ctx: _Context, text: str | None, image: str | None, like: int | None, k: int,
+def search(ctx: _Context, text: str | None, image: str | None, audio: str | None, like: int | None, k: int,
            modalities: tuple[str, ...]) -> None:
-    """Search by TEXT, by --image FILE or by --like ID."""
-    if sum(x is not None for x in (text, image, like)) != 1:
-        raise MMSearchError("give exactly one query: TEXT, --image FILE or --like ID")
+    """Search by TEXT, by --image FILE, by --audio FILE or by --like ID."""
+    queries = {"text": text, "image": image, "audio": audio, "like": like}
+    given = [(kind, value) for kind, value in queries.items() if value is not None]
+    if len(given) != 1:
+        raise MMSearchError("give exactly one query: TEXT, --image FILE, --audio FILE or --like ID")
+    [(kind, value)] = given
     library = ctx.library()
     searcher = library.searcher()
-    if like is not None:
+    if kind == "like":
         started = time.perf_counter()
-        hits = searcher.like(like, k, modalities)
+        hits = searcher.like(value, k, modalities)
     else:
-        encoder = library.encoder()
+        data = value if kind == "text" else _read_query_file(kind, value)
+        library.query_encoder(kind)  # load the model before the clock starts
         started = time.perf_counter()
-        if image is not None:
-            vector = encoder.encode_images([_query_image(image, library.settings.max_image_pixels)])
-        else:
-            vector = encoder.encode_texts([text])
-        hits = searcher.by_vector(vector, k, modalities)
+        hits = searcher.by_vector(library.embed_query(kind, data), k, modalities)
     took_ms = (time.perf_counter() - started) * 1000
     ctx.emit({"results": [h.as_dict() for h in hits], "took_ms": round(took_ms, 2)}, _format_hits)
 
 
-def _query_image(path: str, max_pixels: int):
-    from indexer.decode import DecodeError, decode_image
+def _read_query_file(kind: str, path: str) -> bytes:
     try:
         with open(path, "rb") as handle:
-            return decode_image(handle.read(), max_pixels).image
+            return handle.read()
     except OSError as exc:
-        raise MMSearchError(f"cannot read query image {path}: {exc.strerror or exc}") from None
-    except DecodeError as exc:
-        raise MMSearchError(f"query image {path}: {exc}") from None
+        raise MMSearchError(f"cannot read query {kind} {path}: {exc.strerror or exc}") from None
 
 
 def _format_hits(document: dict) -> str:

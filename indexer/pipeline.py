@@ -20,7 +20,7 @@ from tqdm import tqdm
 from encoders.identity import encoder_key
 from search.store import CONTENT, FAILED, OK, PENDING, Item, Store, Vector, vector_bytes
 
-from .decode import Decoded, DecodeError, content_hash, decode, decode_text
+from .decode import Decoded, DecodeError, content_hash, decode, decode_audio, decode_text
 from .scan import FileEntry, absolute_roots, scan, under
 
 AUDIO_WAITING = "waiting for an audio encoder"
@@ -78,19 +78,23 @@ class IndexerOptions:
     workers: int = 0
     max_image_pixels: int = 100_000_000
     max_text_chars: int = 100_000
+    max_audio_seconds: float = 600.0
     progress: bool = False
 
 
 class Indexer:
-    """Indexes folders into a Store. ``get_encoder`` is called only when something needs embedding."""
+    """Indexes folders into a Store. The encoders are loaded only when something needs embedding;
+    without ``get_audio_encoder`` sounds are stored with metadata and wait for an audio tower."""
 
     def __init__(self, store: Store, get_encoder: Callable[[], Any], options: IndexerOptions,
-                 embeddable: Sequence[str] = ("image", "text")):
+                 get_audio_encoder: Callable[[], Any] | None = None):
         self.store = store
         self.get_encoder = get_encoder
+        self.get_audio_encoder = get_audio_encoder
         self.options = options
-        self.embeddable = frozenset(embeddable)
+        self.embeddable = frozenset({"image", "text"} | ({"audio"} if get_audio_encoder else set()))
         self.encoder: Any = None
+        self.audio_encoder: Any = None
 
     # --- planning ---------------------------------------------------------------------------------
     def run(self, roots: Iterable[str | os.PathLike]) -> IndexReport:
@@ -131,8 +135,11 @@ class Indexer:
 
         self._refresh_captions(captions_to_check, report)
         if tasks:
-            if any(t.entry.modality in self.embeddable for t in tasks):
+            modalities = {t.entry.modality for t in tasks}
+            if modalities & {"image", "text"}:
                 self.encoder = self.get_encoder()
+            if "audio" in modalities and self.get_audio_encoder:
+                self.audio_encoder = self.get_audio_encoder()
             self._process(tasks, report)
         self._remove([row for row in vanished if row.id not in self._claimed], report)
         report.seconds = time.perf_counter() - started
@@ -163,8 +170,12 @@ class Indexer:
         if task.row is None and self._by_hash.get(out.hash) and not force_decode:
             return out  # a move or a copy: the main thread decides, usually without decoding
         try:
-            out.decoded = decode(entry.modality, data, entry.path, self.options.max_image_pixels,
-                                 self.options.max_text_chars)
+            if entry.modality == "audio" and self.audio_encoder is not None:
+                out.decoded = decode_audio(data, self.audio_encoder.config.sample_rate,
+                                           self.options.max_audio_seconds)
+            else:
+                out.decoded = decode(entry.modality, data, entry.path, self.options.max_image_pixels,
+                                     self.options.max_text_chars)
             if out.decoded.image is not None and self.encoder is not None:
                 out.pixels = self.encoder.preprocess_image(out.decoded.image)
                 out.decoded.image = None  # keep only the tensor in flight
@@ -222,6 +233,11 @@ class Indexer:
         if texts:
             for p, vector in zip(texts, self.encoder.encode_texts([p.decoded.text for p in texts])):
                 out[id(p)] = vector
+        sounds = [p for p in batch if p.decoded is not None and p.decoded.wave is not None and not p.error]
+        if sounds:
+            for p, vector in zip(sounds, self.audio_encoder.encode_waves([p.decoded.wave for p in sounds])):
+                out[id(p)] = vector
+                p.decoded.wave = None
         return out
 
     def _claim_move(self, prepared: Prepared) -> Row | None:
@@ -291,11 +307,9 @@ class Indexer:
             session.execute(delete(Vector).where(Vector.item_id == item.id))
             return
         item.status, item.error = OK, None
-        session.merge(Vector(item_id=item.id, part=CONTENT, encoder=self.encoder_key(), dim=len(vector),
+        tower = self.audio_encoder if entry.modality == "audio" else self.encoder
+        session.merge(Vector(item_id=item.id, part=CONTENT, encoder=encoder_key(tower.identity), dim=len(vector),
                              data=vector_bytes(vector), generation=generation))
-
-    def encoder_key(self) -> str:
-        return encoder_key(self.encoder.identity)
 
     def _refresh_captions(self, pairs: list[tuple[FileEntry, Row]], report: IndexReport) -> None:
         changed = []

@@ -11,12 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 from sqlalchemy import func, select
 
 from search.query import Searcher
 from search.store import CONTENT, OK, Item, Store, Vector
 from search.vector_index import FaissIndex, IndexState, SyncReport, check, sync
-from encoders.identity import ModelSpec, describe, encoder_key
+from encoders.identity import RANDOM, ModelSpec, describe, encoder_key, file_checksum
 
 from .errors import DataDirError, LockedError, MMSearchError, ModelLoadError, ModelMismatchError
 from .settings import Settings
@@ -32,6 +33,7 @@ class Library:
         _prepare_data_dir(self.data_path)
         self.store = Store(settings.database_url)
         self._encoder: Any = None
+        self._audio_encoder: Any = None
         self._spec: Any = None
         self._index: FaissIndex | None = None
         self.last_sync: SyncReport | None = None
@@ -65,6 +67,50 @@ class Library:
             self._spec = spec
         return self._spec
 
+    def audio_identity(self) -> dict | None:
+        """The audio tower to use, without loading it: a chosen checkpoint, the data dir's trained one, or a
+        random tower beside random image/text weights. None: sounds wait for one."""
+        path = self.settings.audio_checkpoint or (self.store.get_meta("audio_tower") or {}).get("path")
+        spec = self.model_spec()
+        if path:
+            path = os.path.abspath(os.path.expanduser(path))
+            if not os.path.isfile(path):
+                raise ModelLoadError(f"audio checkpoint {path} does not exist")
+            return {"name": "audio", "checksum": file_checksum(path), "dim": spec.dim, "path": path}
+        if spec.pretrained == RANDOM:
+            return {"name": "audio", "pretrained": "random-tiny" if spec.name == "tiny" else RANDOM, "dim": spec.dim}
+        return None
+
+    def audio_encoder(self):
+        if self._audio_encoder is None:
+            from encoders.audio import AudioEncoder, build_tower, default_config, load_tower
+            from encoders.loading import pick_device
+            identity = self.audio_identity()
+            if identity is None:
+                raise MMSearchError("no audio tower: train one with 'train-audio' or pass --audio-checkpoint FILE")
+            if "path" in identity:
+                tower, _ = load_tower(Path(identity["path"]))
+                if tower.config.embed_dim != identity["dim"]:
+                    raise ModelLoadError(f"audio checkpoint {identity['path']} makes {tower.config.embed_dim}-d "
+                                         f"vectors; the image/text model makes {identity['dim']}-d")
+            else:
+                tower = build_tower(default_config(identity["dim"], small=identity["pretrained"] == "random-tiny"))
+            key = {k: v for k, v in identity.items() if k != "path"}
+            self._audio_encoder = AudioEncoder(tower, pick_device(self.settings.device), key)
+        return self._audio_encoder
+
+    def _adopt_audio(self, reembed: bool) -> None:
+        """A different audio tower (or --reembed-audio) sends every sound back to be embedded again."""
+        identity = self.audio_identity()
+        key = encoder_key(identity) if identity else None
+        if identity is not None:
+            self.audio_encoder()  # a tower that cannot load must not discard the sounds' vectors
+        if key == self.store.get_meta("audio_key") and not reembed:
+            return
+        with self.store.session() as session:
+            self.store.mark_pending(session, modality="audio")
+            self.store._set(session, "audio_key", key)
+
     def encoder(self):
         if self._encoder is None:
             from encoders.loading import load_clip_encoder
@@ -85,7 +131,7 @@ class Library:
         self.encoder()  # load the weights first: a model that cannot load must not replace the stored one
         with self.store.session() as session:
             if stored is not None:
-                self.store.mark_all_pending(session)
+                self.store.mark_pending(session)
             self.store._set(session, "model", identity)
             self.store._set(session, "model_source", source)
 
@@ -129,8 +175,11 @@ class Library:
         if dim:
             problems += check(FaissIndex.load(self.index_path), self.store, encoder, dim, factory)
         with self.store.session() as session:
-            wrong = session.scalar(select(func.count()).select_from(Vector).where(
-                (Vector.dim != dim) | (Vector.encoder != encoder)))
+            audio_key = self.store._get(session, "audio_key")
+            expected = (Item.modality == "audio") & (Vector.encoder == audio_key) | \
+                (Item.modality != "audio") & (Vector.encoder == encoder)
+            wrong = session.scalar(select(func.count()).select_from(Vector).join(Item).where(
+                (Vector.dim != dim) | ~expected))
             if wrong:
                 problems.append(f"{wrong} vectors were made by another model or have the wrong dimension")
             orphans = session.scalar(select(func.count()).select_from(Item).where(
@@ -139,21 +188,47 @@ class Library:
                 problems.append(f"{orphans} items marked ok have no vector")
         return problems
 
+    # --- queries ----------------------------------------------------------------------------------
+    def query_encoder(self, kind: str):
+        return self.audio_encoder() if kind == "audio" else self.encoder()
+
+    def embed_query(self, kind: str, value: str | bytes) -> np.ndarray:
+        """One query part as a (1, dim) vector: text, or the bytes of an image or a sound file."""
+        from indexer.decode import DecodeError, decode_audio, decode_image
+        if kind == "text":
+            if not str(value).strip():
+                raise MMSearchError("the query text is empty")
+            return self.encoder().encode_texts([str(value)])
+        try:
+            if kind == "image":
+                return self.encoder().encode_images([decode_image(value, self.settings.max_image_pixels).image])
+            if kind == "audio":
+                encoder = self.audio_encoder()
+                wave = decode_audio(value, encoder.config.sample_rate, self.settings.max_audio_seconds).wave
+                return encoder.encode_waves([wave])
+        except DecodeError as exc:
+            raise MMSearchError(f"query {kind}: {exc}") from None
+        raise MMSearchError(f"unknown query kind {kind!r}")
+
     # --- operations -------------------------------------------------------------------------------
     def searcher(self) -> Searcher:
         return Searcher(self.store, self.index())
 
-    def run_index(self, roots: Sequence[str], reembed: bool = False, progress: bool = False):
+    def run_index(self, roots: Sequence[str], reembed: bool = False, progress: bool = False,
+                  reembed_audio: bool = False):
         from indexer.pipeline import Indexer, IndexerOptions
         missing = [r for r in roots if not os.path.exists(os.path.expanduser(str(r)))]
         if missing:
             raise MMSearchError(f"path not found: {missing[0]}")
         with self.write_lock():
             self._adopt_model(reembed)
+            self._adopt_audio(reembed_audio)
             options = IndexerOptions(batch_size=self.settings.batch_size, workers=self.settings.workers,
                                      max_image_pixels=self.settings.max_image_pixels,
-                                     max_text_chars=self.settings.max_text_chars, progress=progress)
-            report = Indexer(self.store, self.encoder, options).run(roots)
+                                     max_text_chars=self.settings.max_text_chars,
+                                     max_audio_seconds=self.settings.max_audio_seconds, progress=progress)
+            audio = self.audio_encoder if self.audio_identity() else None
+            report = Indexer(self.store, self.encoder, options, audio).run(roots)
             self.index(refresh=True)
         return report
 

@@ -23,6 +23,13 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"{value!r} is not a positive number")
+    return number
+
+
 def _non_negative_int(value: Any) -> int:
     number = int(value)
     if number < 0:
@@ -52,6 +59,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pretrained", "",
             "open_clip pretrained tag, a local checkpoint file, or 'random' (deterministic init). "
             "Empty: laion2b_s34b_b79k for ViT-B-32, the first published tag for other models, random for tiny."),
+    Setting("audio_checkpoint", "",
+            "Audio tower checkpoint (.safetensors) to use instead of the data dir's own (set by train-audio). "
+            "Empty: the data dir's trained tower; with 'random' image/text weights, a random tower of the same size."),
+    Setting("max_audio_seconds", 600.0, "Seconds of each sound decoded and embedded; the rest is ignored.",
+            _positive_float),
     Setting("device", "auto", "torch device for the encoders: auto (CUDA when present), cpu, cuda, cuda:N."),
     Setting("batch_size", 32, "Items per model batch when indexing.", _positive_int),
     Setting("workers", 0, "Decoding threads when indexing; 0 means one per CPU core.", _non_negative_int),

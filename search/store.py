@@ -251,10 +251,12 @@ class Store:
             "failed": by_status.get(FAILED, 0),
         }
 
-    def mark_all_pending(self, session: Session) -> None:
-        """Drop every vector (a new model is taking over); items wait to be re-embedded."""
-        session.execute(delete(Vector))
-        session.execute(update(Item).where(Item.status == OK).values(status=PENDING, error=None))
+    def mark_pending(self, session: Session, modality: str | None = None) -> None:
+        """Drop the vectors of every item (or of one modality): a new encoder is taking over."""
+        items = select(Item.id) if modality is None else select(Item.id).where(Item.modality == modality)
+        session.execute(delete(Vector).where(Vector.item_id.in_(items)))
+        session.execute(update(Item).where(Item.status == OK, Item.id.in_(items))
+                        .values(status=PENDING, error="waiting to be embedded"))
         self.bump_generation(session)
 
 

@@ -23,8 +23,8 @@ def test_index_search_stats_json(runner, collection):
     stats = as_json(runner("stats", "--json"))
     assert stats["by_modality"] == {m: expected[m] for m in ("image", "audio", "text")}
     assert stats["model"] == {"name": "tiny", "pretrained": "random", "dim": 64}
-    assert stats["index"] == {"type": "Flat", "ntotal": expected["image"] + expected["text"], "dim": 64,
-                              "device": "cpu"}
+    assert stats["index"] == {"type": "Flat", "ntotal": expected["image"] + expected["text"] + expected["audio"],
+                              "dim": 64, "device": "cpu"}
 
     found = as_json(runner("search", "a dog on a beach", "-k", "4", "--json"))
     assert len(found["results"]) == 4 and found["took_ms"] >= 0

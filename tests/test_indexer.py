@@ -28,8 +28,8 @@ def test_first_index_counts_every_modality_and_failure(settings, collection, dat
     assert stats["by_modality"] == {m: expected[m] for m in ("image", "audio", "text")}
     assert stats["items"] == sum(stats["by_modality"].values())
     assert stats["failed"] == expected["failed"]
-    assert stats["pending"] == expected["audio"]  # no audio tower yet
-    assert stats["index"]["ntotal"] == expected["image"] + expected["text"]
+    assert stats["pending"] == 0  # random image/text weights come with a random audio tower
+    assert stats["index"]["ntotal"] == expected["image"] + expected["text"] + expected["audio"]
     stored = rows(data_dir)
     assert not any("/." in path for path in stored), "hidden files must be skipped"
     assert str(root / "red.txt") not in stored, "a caption sidecar is not an item"
@@ -223,3 +223,22 @@ def test_ann_index_type_needing_more_data_is_a_clear_error(settings, collection)
     stats = flat.stats()
     assert stats["index"]["ntotal"] == stats["items"] - stats["pending"] > 0
     assert flat.verify() == []
+
+
+def test_sounds_wait_for_an_audio_tower_beside_real_weights(settings, collection, tmp_path, data_dir):
+    """Published image/text weights have no audio tower in their space: sounds get metadata, no vector."""
+    import open_clip
+    import torch
+    root, expected = collection
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(open_clip.create_model("tiny").state_dict(), checkpoint)
+    library = Library(settings.replace(pretrained=str(checkpoint)))
+    library.run_index([root])
+    stats = library.stats()
+    assert stats["pending"] == expected["audio"] and stats["by_modality"]["audio"] == expected["audio"]
+    assert stats["index"]["ntotal"] == expected["image"] + expected["text"]
+    status, error = rows(data_dir)[str(root / "beep.wav")][2:5:2]
+    assert status == "pending" and "audio" in error
+    with sqlite3.connect(data_dir / "mmsearch.db") as db:
+        assert db.execute("SELECT duration, sample_rate, channels FROM items WHERE path LIKE '%beep.wav'"
+                          ).fetchone() == (0.5, 16000, 1)
