@@ -9,7 +9,7 @@ import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import func, select
@@ -230,6 +230,53 @@ class Library:
             audio = self.audio_encoder if self.audio_identity() else None
             report = Indexer(self.store, self.encoder, options, audio).run(roots)
             self.index(refresh=True)
+        return report
+
+    def train_audio(self, manifest: str, options: Any, checkpoint: str | None = None,
+                    log: Callable[[str], None] = lambda _: None):
+        """Train the audio tower on (audio, caption[, image]) pairs against this data dir's frozen
+        image/text model, save it here and make it the data dir's audio tower."""
+        from encoders.audio import build_tower, default_config, load_tower
+        from encoders.audio_training import Trainer, read_manifest
+        from indexer.decode import DecodeError, decode_audio, decode_image
+        pairs = read_manifest(manifest)
+        with self.write_lock():
+            self._adopt_model(False)
+            spec, encoder = self.model_spec(), self.encoder()
+            current = self.audio_identity()
+            if current and "path" in current:
+                tower, _ = load_tower(Path(current["path"]))  # teach the active tower more sounds
+            else:
+                tower = build_tower(default_config(spec.dim, small=spec.name == "tiny"))
+            waves, kept = [], []
+            for pair in pairs:
+                try:
+                    with open(pair.audio, "rb") as handle:
+                        waves.append(decode_audio(handle.read(), tower.config.sample_rate, options.max_seconds).wave)
+                    kept.append(pair)
+                except (OSError, DecodeError) as exc:
+                    log(f"skipped {pair.audio}: {exc}")
+            if len(kept) < 4:
+                raise MMSearchError(f"only {len(kept)} usable pairs in {manifest}; at least 4 are needed")
+            captions = sorted({p.caption for p in kept})
+            text = np.concatenate([encoder.encode_texts(captions[i:i + 64]) for i in range(0, len(captions), 64)])
+            images: dict[int, np.ndarray] = {}
+            for i, pair in enumerate(kept):
+                if pair.image:
+                    try:
+                        with open(pair.image, "rb") as handle:
+                            picture = decode_image(handle.read(), self.settings.max_image_pixels).image
+                        images[i] = encoder.encode_images([picture])[0]
+                    except (OSError, DecodeError) as exc:
+                        log(f"image ignored {pair.image}: {exc}")
+            target = Path(checkpoint) if checkpoint else self.data_path / "audio" / "tower.safetensors"
+            trainer = Trainer(tower, kept, text, [captions.index(p.caption) for p in kept], images, waves,
+                              options, target, self.stored_model(), log)
+            report = trainer.fit()
+            if not target.exists():
+                raise MMSearchError("training produced no checkpoint")
+            self.store.set_meta("audio_tower", {"path": str(target.absolute())})
+            self._audio_encoder = None
         return report
 
     def remove(self, paths: Sequence[str]) -> int:

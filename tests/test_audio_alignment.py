@@ -1,0 +1,86 @@
+"""train-audio aligns generated sounds with their captions and pictures; retrieval beats chance."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from mmsearch.library import Library
+from search.store import Item
+from sqlalchemy import select
+
+from .sounds import CLASSES, PICTURES, make_training_set, picture, sound, write_wav
+
+HELD_OUT_PER_CLASS = 4
+DISTRACTORS = ["the meeting moved to thursday afternoon", "remember to water the plants", "a recipe for lentil soup",
+               "train tickets for the weekend trip", "the library closes at six", "call the plumber about the sink",
+               "notes from the history lecture", "a list of books to read", "the password hint is the dog's name",
+               "measurements for the new curtains", "birthday present ideas", "the car needs new tyres",
+               "sketch of the garden layout", "questions for the doctor", "a poem about autumn leaves",
+               "budget for the month of may", "the wifi router is in the hall", "grandmother's address",
+               "to do: renew the passport", "the cat's vaccination dates", "a joke about penguins",
+               "minutes of the school board", "phone numbers of neighbours", "how to fold a paper crane",
+               "the best route to the airport", "shopping: rice, beans, onions", "dream journal, tuesday",
+               "ideas for the garden party", "chess openings to learn", "the bus timetable for sundays"]
+
+
+def test_train_audio_aligns_sounds_with_words_and_pictures(runner, tmp_path, settings):
+    held = tmp_path / "held"
+    (held / "sounds").mkdir(parents=True)
+    (held / "notes").mkdir()
+    (held / "pictures").mkdir()
+    truth: dict[str, str] = {}
+    for c, caption in enumerate(CLASSES):
+        (held / "notes" / f"class{c}.txt").write_text(caption)
+        if caption in PICTURES:
+            picture(caption, held / "pictures" / f"class{c}.png")
+        for i in range(HELD_OUT_PER_CLASS):
+            path = held / "sounds" / f"class{c}_{i}.wav"
+            write_wav(path, sound(caption, 9_000_000 + c * 100 + i))  # seeds never used in training
+            truth[str(path)] = caption
+    for i, text in enumerate(DISTRACTORS):
+        (held / "notes" / f"other{i}.txt").write_text(text)
+    before = json.loads(runner("index", str(held), "--json").stdout)
+    assert before["failed"] == 0 and before["added"] == len(truth) + len(CLASSES) + len(PICTURES) + len(DISTRACTORS)
+
+    manifest = make_training_set(tmp_path / "train", per_class=16)
+    result = runner("train-audio", str(manifest), "--epochs", "40", "--patience", "10", "--time-limit", "150",
+                    "--json")
+    assert result.exit_code == 0, result.stderr
+    trained = json.loads(result.stdout)
+    assert "val audio→text R@1" in result.stderr  # a line per epoch
+
+    after = json.loads(runner("index", str(held), "--json").stdout)
+    assert after["updated"] == len(truth), "sounds embedded by the old tower are re-embedded by the new one"
+
+    library = Library(settings)
+    searcher = library.searcher()
+    with library.store.session() as session:
+        items = {item.path: item for item in session.scalars(select(Item))}
+    sounds = {path: item for path, item in items.items() if item.modality == "audio"}
+    texts = {item.text: item.id for item in items.values() if item.modality == "text"}
+    pictures = {item.path.rsplit("/", 1)[1]: item.id for item in items.values() if item.modality == "image"}
+
+    text_to_audio = []
+    for caption in CLASSES:
+        top = searcher.by_vector(library.embed_query("text", caption), 5, ["audio"])
+        relevant = [p for p, c in truth.items() if c == caption]
+        text_to_audio.append(sum(hit.item.path in relevant for hit in top) / len(relevant))
+    audio_to_text, audio_to_image = [], []
+    for path, item in sounds.items():
+        caption = truth[path]
+        top = searcher.like(item.id, 5, ["text"])
+        audio_to_text.append(texts[caption] in [hit.id for hit in top])
+        if caption in PICTURES:
+            best = searcher.like(item.id, 1, ["image"])[0]
+            audio_to_image.append(best.id == pictures[f"class{list(CLASSES).index(caption)}.png"])
+
+    chance_text_to_audio = 5 / len(sounds)
+    chance_audio_to_text = 5 / len(texts)
+    chance_audio_to_image = 1 / len(pictures)
+    measured = {"text→audio R@5": np.mean(text_to_audio), "audio→text R@5": np.mean(audio_to_text),
+                "audio→image R@1": np.mean(audio_to_image), "val R@5": trained["val_r5"]}
+    print(measured)
+    assert measured["text→audio R@5"] >= 3 * chance_text_to_audio, measured
+    assert measured["audio→text R@5"] >= 3 * chance_audio_to_text, measured
+    assert measured["audio→image R@1"] >= 2 * chance_audio_to_image, measured
