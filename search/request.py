@@ -1,0 +1,96 @@
+"""What a search asks for, in one shape shared by the CLI, the JSON API and the library."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmsearch.errors import MMSearchError
+
+KINDS = ("text", "image", "audio", "item")
+FUSIONS = ("early", "rrf", "relative")
+MODALITIES = ("image", "audio", "text")
+MAX_K = 1000
+
+
+@dataclass
+class QueryPart:
+    """One part of a query: words, the bytes of an image or sound, or an indexed item's id; signed weight."""
+
+    kind: str
+    value: Any
+    weight: float = 1.0
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise MMSearchError(f"unknown query part kind {self.kind!r}: use {', '.join(KINDS)}")
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or self.weight != self.weight:
+            raise MMSearchError("a query part's weight must be a number")
+        if self.weight == 0:
+            raise MMSearchError("a query part's weight must not be 0")
+        if self.kind == "text" and (not isinstance(self.value, str) or not self.value.strip()):
+            raise MMSearchError("a text query part needs non-empty text")
+        if self.kind == "item" and (not isinstance(self.value, int) or isinstance(self.value, bool)):
+            raise MMSearchError("an item query part needs an integer item id")
+        if self.kind in ("image", "audio") and not isinstance(self.value, (bytes, bytearray)):
+            raise MMSearchError(f"an {self.kind} query part needs file content")
+        if not self.label:
+            self.label = {"text": lambda v: f'"{v}"', "item": lambda v: f"like:{v}"}.get(
+                self.kind, lambda v: self.kind)(self.value)
+
+
+@dataclass
+class Filters:
+    """Evaluated together with the vector search (an id selector), never after truncation."""
+
+    modalities: list[str] | None = None
+    path_prefix: str | None = None
+    path_glob: str | None = None
+    date_from: dt.datetime | None = None
+    date_to: dt.datetime | None = None
+    date_field: str = "mtime"  # or "taken_at" (EXIF time)
+    min_size: int | None = None
+    max_size: int | None = None
+    has_caption: bool | None = None
+
+    def __post_init__(self) -> None:
+        for modality in self.modalities or ():
+            if modality not in MODALITIES:
+                raise MMSearchError(f"unknown modality {modality!r}: use image, audio or text")
+        if self.date_field not in ("mtime", "taken_at"):
+            raise MMSearchError("date_field must be mtime or taken_at")
+
+    @property
+    def active(self) -> bool:
+        if self.modalities and set(self.modalities) != set(MODALITIES):
+            return True
+        return any(getattr(self, name) is not None for name in (
+            "path_prefix", "path_glob", "date_from", "date_to", "min_size", "max_size", "has_caption"))
+
+
+@dataclass
+class SearchRequest:
+    parts: list[QueryPart]
+    k: int = 10
+    offset: int = 0
+    filters: Filters = field(default_factory=Filters)
+    fusion: str = "early"
+    rrf_k: int = 60
+    explain: bool = False
+    exclude_self: bool = False  # for item parts: leave the item (and its exact duplicates) out
+    dedupe: str | float | None = None  # "hash", or a cosine threshold for near duplicates
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise MMSearchError("a search needs at least one query part")
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= MAX_K:
+            raise MMSearchError(f"k must be an integer from 1 to {MAX_K}")
+        if not isinstance(self.offset, int) or isinstance(self.offset, bool) or self.offset < 0:
+            raise MMSearchError("offset must be a non-negative integer")
+        if self.fusion not in FUSIONS:
+            raise MMSearchError(f"unknown fusion {self.fusion!r}: use early, rrf or relative")
+        if not isinstance(self.rrf_k, int) or self.rrf_k < 1:
+            raise MMSearchError("rrf_k must be a positive integer")
+        if self.dedupe not in (None, "hash") and not (isinstance(self.dedupe, float) and 0 < self.dedupe <= 1):
+            raise MMSearchError("dedupe must be 'hash' or a similarity threshold in (0, 1]")
