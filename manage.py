@@ -100,33 +100,65 @@ def index(ctx: _Context, paths: tuple[str, ...], reembed: bool, reembed_audio: b
 
 
 @cli.command()
-@click.argument("text", required=False)
-@click.option("--image", type=click.Path(dir_okay=False), help="Query by an image file.")
-@click.option("--audio", type=click.Path(dir_okay=False), help="Query by a sound file.")
-@click.option("--like", type=int, help="Query by an indexed item id: more like it.")
-@click.option("-k", "--top-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.argument("query", required=False)
+@click.option("--image", "images", type=click.Path(dir_okay=False), multiple=True, help="Add an image file part.")
+@click.option("--audio", "sounds", type=click.Path(dir_okay=False), multiple=True, help="Add a sound file part.")
+@click.option("--like", "likes", type=int, multiple=True, help="Add an indexed item as a part: more like it.")
+@click.option("-k", "--top-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, help="Skip this many results (paging).")
 @click.option("--modality", "modalities", type=MODALITY, multiple=True, help="Only these modalities (repeatable).")
+@click.option("--fusion", type=click.Choice(["early", "rrf", "relative"]), default="early", show_default=True,
+              help="early: one weighted vector; rrf / relative: each part searched alone, lists fused.")
+@click.option("--rrf-k", type=click.IntRange(1), default=60, show_default=True)
+@click.option("--explain", is_flag=True, help="Show each part's score (and rank, for late fusion) per result.")
+@click.option("--exclude-self", is_flag=True, help="Leave --like items and their exact duplicates out.")
+@click.option("--dedupe", help="'hash' (exact duplicates) or a similarity threshold such as 0.95.")
+@click.option("--path-prefix", help="Only items whose path starts with this.")
+@click.option("--glob", "path_glob", help="Only items whose path matches this glob (* and ?).")
+@click.option("--since", type=click.DateTime(), help="Only items dated on or after (see --date-field).")
+@click.option("--until", type=click.DateTime(), help="Only items dated on or before.")
+@click.option("--date-field", type=click.Choice(["mtime", "taken_at"]), default="mtime", show_default=True)
+@click.option("--min-size", type=click.IntRange(0), help="Only files of at least this many bytes.")
+@click.option("--max-size", type=click.IntRange(0), help="Only files of at most this many bytes.")
+@click.option("--has-caption/--no-caption", default=None, help="Only items with (or without) a caption.")
 @_command
-def search(ctx: _Context, text: str | None, image: str | None, audio: str | None, like: int | None, k: int,
-           modalities: tuple[str, ...]) -> None:
-    """Search by TEXT, by --image FILE, by --audio FILE or by --like ID."""
-    queries = {"text": text, "image": image, "audio": audio, "like": like}
-    given = [(kind, value) for kind, value in queries.items() if value is not None]
-    if len(given) != 1:
-        raise MMSearchError("give exactly one query: TEXT, --image FILE, --audio FILE or --like ID")
-    [(kind, value)] = given
+def search(ctx: _Context, query: str | None, images: tuple[str, ...], sounds: tuple[str, ...],
+           likes: tuple[int, ...], k: int, offset: int, modalities: tuple[str, ...], fusion: str, rrf_k: int,
+           explain: bool, exclude_self: bool, dedupe: str | None, path_prefix: str | None,
+           path_glob: str | None, since, until, date_field: str, min_size: int | None, max_size: int | None,
+           has_caption: bool | None) -> None:
+    """Search by QUERY (words, "phrases", 2:weights, + and - terms, like:ID, image/sound paths),
+    --image FILE, --audio FILE or --like ID; several parts are fused."""
+    from search.request import Filters, QueryPart, SearchRequest
+    from search.syntax import parse_query
+    parts = parse_query(query, allow_files=True) if query is not None else []
+    parts += [QueryPart("image", _read_query_file("image", p), 1.0, p) for p in images]
+    parts += [QueryPart("audio", _read_query_file("audio", p), 1.0, p) for p in sounds]
+    parts += [QueryPart("item", i) for i in likes]
+    if not parts:
+        raise MMSearchError("give a query: TEXT, --image FILE, --audio FILE or --like ID")
+    filters = Filters(modalities=list(modalities) or None, path_prefix=path_prefix, path_glob=path_glob,
+                      date_from=since, date_to=until, date_field=date_field, min_size=min_size,
+                      max_size=max_size, has_caption=has_caption)
+    request = SearchRequest(parts, k=k, offset=offset, filters=filters, fusion=fusion, rrf_k=rrf_k,
+                            explain=explain, exclude_self=exclude_self, dedupe=_dedupe(dedupe))
     library = ctx.library()
-    searcher = library.searcher()
-    if kind == "like":
-        started = time.perf_counter()
-        hits = searcher.like(value, k, modalities)
-    else:
-        data = value if kind == "text" else _read_query_file(kind, value)
-        library.query_encoder(kind)  # load the model before the clock starts
-        started = time.perf_counter()
-        hits = searcher.by_vector(library.embed_query(kind, data), k, modalities)
-    took_ms = (time.perf_counter() - started) * 1000
-    ctx.emit({"results": [h.as_dict() for h in hits], "took_ms": round(took_ms, 2)}, _format_hits)
+    for kind in {p.kind for p in parts} - {"item"}:
+        library.query_encoder(kind)  # load models before the clock starts
+    response = library.search(request)
+    document = {"results": [h.as_dict() for h in response.results], "took_ms": round(response.took_ms, 2)}
+    if response.next_offset is not None:
+        document["next"] = response.next_offset
+    ctx.emit(document, _format_hits)
+
+
+def _dedupe(value: str | None) -> str | float | None:
+    if value is None or value == "hash":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise MMSearchError(f"--dedupe takes 'hash' or a number, not {value!r}") from None
 
 
 def _read_query_file(kind: str, path: str) -> bytes:
@@ -140,7 +172,14 @@ def _read_query_file(kind: str, path: str) -> bytes:
 def _format_hits(document: dict) -> str:
     if not document["results"]:
         return "no results"
-    return "\n".join(f"{r['score']:.4f}  {r['id']:>6}  {r['modality']:<5}  {r['path']}" for r in document["results"])
+    lines = []
+    for r in document["results"]:
+        lines.append(f"{r['score']:.4f}  {r['id']:>6}  {r['modality']:<5}  {r['path']}")
+        for part in r.get("parts") or ():
+            rank = f"  rank {part['rank']}" if part.get("rank") else ""
+            score = "-" if part["score"] is None else f"{part['score']:.4f}"
+            lines.append(f"        {part['label']} ×{part['weight']:g}: {score}{rank}")
+    return "\n".join(lines)
 
 
 @cli.command("train-audio")

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from sqlalchemy import func, select
 
-from search.query import Searcher
+from search.query import Searcher, SearchResponse
+from search.request import SearchRequest
 from search.store import CONTENT, OK, Item, Store, Vector
 from search.vector_index import FaissIndex, IndexState, SyncReport, check, sync
 from encoders.identity import RANDOM, ModelSpec, describe, encoder_key, file_checksum
@@ -192,7 +193,7 @@ class Library:
     def query_encoder(self, kind: str):
         return self.audio_encoder() if kind == "audio" else self.encoder()
 
-    def embed_query(self, kind: str, value: str | bytes) -> np.ndarray:
+    def embed_query(self, kind: str, value: str | bytes | int) -> np.ndarray:
         """One query part as a (1, dim) vector: text, or the bytes of an image or a sound file."""
         from indexer.decode import DecodeError, decode_audio, decode_image
         if kind == "text":
@@ -208,11 +209,18 @@ class Library:
                 return encoder.encode_waves([wave])
         except DecodeError as exc:
             raise MMSearchError(f"query {kind}: {exc}") from None
+        if kind == "item":
+            return self.searcher().item_vector(int(value)).reshape(1, -1)
         raise MMSearchError(f"unknown query kind {kind!r}")
+
+    def search(self, request: SearchRequest) -> SearchResponse:
+        """A multi-part search with fusion, filters and explanations (search.request.SearchRequest)."""
+        return self.searcher().search(request, lambda part: self.embed_query(part.kind, part.value))
 
     # --- operations -------------------------------------------------------------------------------
     def searcher(self) -> Searcher:
         return Searcher(self.store, self.index())
+
 
     def run_index(self, roots: Sequence[str], reembed: bool = False, progress: bool = False,
                   reembed_audio: bool = False):

@@ -208,6 +208,40 @@ class Store:
         with self.session() as session:
             return session.get(Item, item_id)
 
+    def filter_ids(self, filters: Any) -> np.ndarray:
+        """Ids of items with a vector that pass the filters (a search.request.Filters)."""
+        query = select(Item.id).where(Item.status == OK)
+        if filters.modalities:
+            query = query.where(Item.modality.in_(list(filters.modalities)))
+        if filters.path_prefix:
+            prefix = filters.path_prefix
+            query = query.where(Item.path >= prefix, Item.path < prefix + "\U0010ffff")  # uses the path index
+        if filters.path_glob:
+            query = query.where(Item.path.like(_glob_to_like(filters.path_glob), escape="\\"))
+        if filters.date_field == "taken_at":
+            if filters.date_from:
+                query = query.where(Item.taken_at >= filters.date_from)
+            if filters.date_to:
+                query = query.where(Item.taken_at <= filters.date_to)
+        else:
+            if filters.date_from:
+                query = query.where(Item.mtime_ns >= int(filters.date_from.timestamp() * 1e9))
+            if filters.date_to:
+                query = query.where(Item.mtime_ns <= int(filters.date_to.timestamp() * 1e9))
+        if filters.min_size is not None:
+            query = query.where(Item.size >= filters.min_size)
+        if filters.max_size is not None:
+            query = query.where(Item.size <= filters.max_size)
+        if filters.has_caption is not None:
+            query = query.where(Item.caption.is_not(None) if filters.has_caption else Item.caption.is_(None))
+        with self.session() as session:
+            return np.asarray(session.scalars(query).all(), dtype=np.int64)
+
+    def ids_with_hashes(self, hashes: Sequence[str]) -> np.ndarray:
+        with self.session() as session:
+            ids = session.scalars(select(Item.id).where(Item.content_hash.in_(list(hashes)))).all()
+        return np.asarray(ids, dtype=np.int64)
+
     def ids_with_modality(self, modalities: Sequence[str]) -> np.ndarray:
         with self.session() as session:
             ids = session.scalars(select(Item.id).where(Item.modality.in_(list(modalities)))).all()
@@ -271,3 +305,9 @@ def _safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "(unparsable URL)"
+
+
+def _glob_to_like(glob: str) -> str:
+    """Shell glob (* and ?) to a LIKE pattern that works on SQLite and PostgreSQL alike."""
+    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")

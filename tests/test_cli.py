@@ -142,8 +142,11 @@ def test_reembed_switches_model(runner, tmp_path, data_dir):
 
 @pytest.mark.parametrize("args, fragment", [
     (["index", "/no/such/folder"], "path not found"),
-    (["search"], "exactly one query"),
-    (["search", "x", "--like", "1"], "exactly one query"),
+    (["search"], "give a query"),
+    (["search", "x", "--dedupe", "lots"], "--dedupe takes"),
+    (["search", "cat - cat"], "cancel each other out"),
+    (["search", "like:abc"], "like: needs an item id"),
+    (["search", '"unclosed'], "cannot parse query"),
     (["search", "--like", "999"], "no item with id 999"),
     (["search", "--image", "/no/such.jpg"], "cannot read query image"),
     (["remove", "/no/such/thing"], "nothing indexed"),
