@@ -152,7 +152,8 @@ def probe_audio(data: bytes) -> Decoded:
 
 
 _AUDIO_MIMES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg",
-                "mov,mp4,m4a,3gp,3g2,mj2": "audio/mp4", "opus": "audio/ogg"}
+                "mov,mp4,m4a,3gp,3g2,mj2": "audio/mp4", "opus": "audio/ogg", "matroska,webm": "audio/x-matroska",
+                "avi": "video/x-msvideo"}
 
 
 def _audio_mime(format_name: str) -> str:
