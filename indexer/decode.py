@@ -127,6 +127,8 @@ def decode_text(data: bytes, max_chars: int) -> Decoded:
 
 def probe_audio(data: bytes) -> Decoded:
     """Duration, sample rate and channels from the first audio stream (PyAV)."""
+    if not data:  # the indexer calls decode_audio directly, without decode()'s check
+        raise DecodeError("empty file")
     try:
         with av.open(io.BytesIO(data)) as container:
             streams = container.streams.audio
