@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from tqdm import tqdm
 
 from encoders.identity import encoder_key
-from search.store import CONTENT, FAILED, OK, PENDING, Item, Store, Vector, vector_bytes
+from search.store import CAPTION, CONTENT, FAILED, OK, PENDING, Item, Store, Vector, vector_bytes
 
 from .decode import Decoded, DecodeError, content_hash, decode, decode_audio, decode_text
 from .scan import FileEntry, absolute_roots, scan, under
@@ -59,6 +59,7 @@ class Row:
 class Task:
     entry: FileEntry
     row: Row | None  # the row at the same path, if any
+    caption_only: bool = False  # the file is unchanged, its caption sidecar is not
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Indexer:
         self._scanned = scanned.files
         self._claimed: set[int] = set()
 
-        tasks, captions_to_check = [], []
+        tasks = []
         for path, entry in scanned.files.items():
             row = by_path.get(path)
             if row is None:
@@ -120,9 +121,10 @@ class Indexer:
                 tasks.append(Task(entry, row))
             elif row.status == PENDING and row.modality in self.embeddable:
                 tasks.append(Task(entry, row))
+            elif row.status != FAILED and _read_caption(entry.caption_path, self.options.max_text_chars) != row.caption:
+                tasks.append(Task(entry, row, caption_only=True))
             else:
                 report.unchanged += 1
-                captions_to_check.append((entry, row))
         # Items waiting for a vector elsewhere (e.g. after --reembed) are embedded too, wherever they live.
         for row in rows:
             if (row.status == PENDING and row.modality in self.embeddable and row.path not in scanned.files
@@ -133,10 +135,9 @@ class Indexer:
         vanished = [row for row in rows if under(row.path, roots) and row.path not in scanned.files]
         self._vanished_ids = {row.id for row in vanished}
 
-        self._refresh_captions(captions_to_check, report)
         if tasks:
             modalities = {t.entry.modality for t in tasks}
-            if modalities & {"image", "text"}:
+            if modalities & {"image", "text"} or any(t.entry.caption_path or t.caption_only for t in tasks):
                 self.encoder = self.get_encoder()
             if "audio" in modalities and self.get_audio_encoder:
                 self.audio_encoder = self.get_audio_encoder()
@@ -156,6 +157,10 @@ class Indexer:
         """Runs in a worker thread: read once, hash, decode and preprocess unless the hash makes it moot."""
         entry = task.entry
         out = Prepared(task)
+        if task.caption_only:
+            out.hash, out.same_content = task.row.content_hash, True
+            out.caption = _read_caption(entry.caption_path, self.options.max_text_chars)
+            return out
         try:
             with open(entry.path, "rb") as handle:
                 data = handle.read()
@@ -208,10 +213,20 @@ class Indexer:
         if not batch:
             return
         vectors = self._embed(batch)
+        captions = self._embed_captions(batch)
         with self.store.session() as session:
             generation = self.store.bump_generation(session)
             for prepared in batch:
                 self._write(session, prepared, vectors.get(id(prepared)), generation, report)
+                self._write_caption(session, prepared, captions.get(id(prepared)), generation)
+
+    def _embed_captions(self, batch: list[Prepared]) -> dict[int, np.ndarray]:
+        """Caption sidecars go through the text tower, unless the item kept both file and caption."""
+        todo = [p for p in batch if p.caption and not p.error
+                and not (p.same_content and p.task.row is not None and p.caption == p.task.row.caption)]
+        if not todo:
+            return {}
+        return {id(p): v for p, v in zip(todo, self.encoder.encode_texts([p.caption for p in todo]))}
 
     def _embed(self, batch: list[Prepared]) -> dict[int, np.ndarray]:
         """Resolve moves/copies first, then run the model once per modality for the rest."""
@@ -272,6 +287,8 @@ class Indexer:
         if prepared.same_content:
             if moved:
                 report.moved += 1
+            elif prepared.task.caption_only:
+                report.updated += 1
             else:
                 report.unchanged += 1
             return
@@ -311,18 +328,19 @@ class Indexer:
         session.merge(Vector(item_id=item.id, part=CONTENT, encoder=encoder_key(tower.identity), dim=len(vector),
                              data=vector_bytes(vector), generation=generation))
 
-    def _refresh_captions(self, pairs: list[tuple[FileEntry, Row]], report: IndexReport) -> None:
-        changed = []
-        for entry, row in pairs:
-            caption = _read_caption(entry.caption_path, self.options.max_text_chars)
-            if caption != row.caption:
-                changed.append((row.id, caption))
-        if changed:
-            with self.store.session() as session:
-                for item_id, caption in changed:
-                    session.get(Item, item_id).caption = caption
-            report.updated += len(changed)
-            report.unchanged -= len(changed)
+    def _write_caption(self, session, prepared: Prepared, vector: np.ndarray | None, generation: int) -> None:
+        """Keep the caption vector in step with the caption; the index re-fuses the item on its next sync."""
+        item = session.get(Item, prepared.task.row.id) if prepared.task.row is not None else \
+            session.scalar(select(Item).where(Item.path == prepared.task.entry.path))
+        if item is None or item.status != OK:
+            return
+        if vector is not None:
+            session.merge(Vector(item_id=item.id, part=CAPTION, encoder=encoder_key(self.encoder.identity),
+                                 dim=len(vector), data=vector_bytes(vector), generation=generation))
+        elif item.caption is None and session.get(Vector, (item.id, CAPTION)) is not None:
+            session.execute(delete(Vector).where(Vector.item_id == item.id, Vector.part == CAPTION))
+            # the content row carries the change: a catch-up re-reads items with a newer row
+            session.execute(update(Vector).where(Vector.item_id == item.id).values(generation=generation))
 
     def _remove(self, rows: list[Row], report: IndexReport) -> None:
         if rows:

@@ -6,6 +6,7 @@ imported only by the methods that need a model, so stats, verify and --like stay
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,21 +142,22 @@ class Library:
     def index_path(self) -> Path:
         return self.data_path / INDEX_FILE
 
-    def _index_params(self) -> tuple[str, int, str]:
+    def _wanted_index(self) -> IndexState:
         stored = self.stored_model()
+        weights = json.dumps(self.settings.modality_weights, sort_keys=True)
         if stored is None:
-            return "", 0, self.settings.index_type
-        return encoder_key(stored), int(stored["dim"]), self.settings.index_type
+            return IndexState(0, "", 0, self.settings.index_type, weights)
+        return IndexState(0, encoder_key(stored), int(stored["dim"]), self.settings.index_type, weights)
 
     def index(self, refresh: bool = False) -> FaissIndex:
         """The vector index, checked against SQL and caught up or rebuilt when stale, then saved."""
         if self._index is None or refresh:
-            encoder, dim, factory = self._index_params()
-            if dim == 0:
-                self._index = FaissIndex(IndexState(self.store.generation(), encoder, 1, "Flat"))
+            want = self._wanted_index()
+            if want.dim == 0:
+                self._index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights))
                 return self._index
             cached = self._index if self._index is not None else FaissIndex.load(self.index_path)
-            self._index, self.last_sync = sync(cached, self.store, encoder, dim, factory)
+            self._index, self.last_sync = sync(cached, self.store, want)
             if self.last_sync.action != "fresh":
                 try:
                     self._index.save(self.index_path)
@@ -171,14 +173,15 @@ class Library:
 
     def verify(self) -> list[str]:
         """Disagreements between SQL and the vector index file, and within SQL. Changes nothing."""
-        encoder, dim, factory = self._index_params()
+        want = self._wanted_index()
+        encoder, dim = want.encoder, want.dim
         problems: list[str] = []
         if dim:
-            problems += check(FaissIndex.load(self.index_path), self.store, encoder, dim, factory)
+            problems += check(FaissIndex.load(self.index_path), self.store, want)
         with self.store.session() as session:
             audio_key = self.store._get(session, "audio_key")
-            expected = (Item.modality == "audio") & (Vector.encoder == audio_key) | \
-                (Item.modality != "audio") & (Vector.encoder == encoder)
+            own_audio = (Vector.part == CONTENT) & (Item.modality == "audio")
+            expected = own_audio & (Vector.encoder == audio_key) | ~own_audio & (Vector.encoder == encoder)
             wrong = session.scalar(select(func.count()).select_from(Vector).join(Item).where(
                 (Vector.dim != dim) | ~expected))
             if wrong:
@@ -298,9 +301,10 @@ class Library:
 
     def stats(self) -> dict[str, Any]:
         index = self.index()
-        _, dim, factory = self._index_params()
+        want = self._wanted_index()
         return {**self.store.counts(), "model": self.stored_model(),
-                "index": {"type": factory, "ntotal": index.ntotal, "dim": dim or None, "device": index.device}}
+                "index": {"type": want.factory, "ntotal": index.ntotal, "dim": want.dim or None,
+                          "device": index.device}}
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:

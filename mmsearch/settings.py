@@ -30,6 +30,20 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _weights(value: Any) -> dict[str, float]:
+    if isinstance(value, dict):
+        pairs = value.items()
+    else:
+        pairs = [item.split("=", 1) for item in str(value).split(",") if item.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"{value!r} is not of the form image=1,audio=1,text=0.5")
+    weights = {str(k).strip(): float(v) for k, v in pairs}
+    unknown = set(weights) - {"image", "audio", "text"}
+    if unknown or any(not w > 0 for w in weights.values()):
+        raise ValueError(f"{value!r}: weights are positive numbers for image, audio and text")
+    return {m: weights.get(m, 1.0) for m in ("image", "audio", "text")}
+
+
 def _non_negative_int(value: Any) -> int:
     number = int(value)
     if number < 0:
@@ -70,9 +84,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_image_pixels", 100_000_000,
             "Images with more pixels are refused as decompression bombs.", _positive_int),
     Setting("max_text_chars", 100_000, "Characters of a text document kept in the database.", _positive_int),
+    Setting("modality_weights", "image=1,audio=1,text=1",
+            "Weights of an item's vectors in its fused vector: an image or sound with a caption is indexed as "
+            "normalise(w[own modality]·content + w[text]·caption). Changing them only rebuilds the index.",
+            _weights),
     Setting("index_type", "Flat",
             "FAISS index factory string for the vector index (inner product), e.g. Flat or IVF1024,Flat."),
     Setting("cache_dir", "", "Where downloaded weights are kept. Empty: the Hugging Face / open_clip default cache."),
+    Setting("admin_token", "",
+            "Bearer token that enables POST /api/items (upload) and DELETE /api/items/ID in the web API. "
+            "Empty: both are off."),
+    Setting("max_upload_bytes", 50 * 1024 * 1024,
+            "Largest request body the web API accepts (uploads and query files); larger ones get 413.",
+            _positive_int),
+    Setting("thumbnail_size", 256, "Longest side in pixels of the image thumbnails the web API makes and caches.",
+            _positive_int),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -155,6 +181,6 @@ def load_settings(flags: Mapping[str, Any] | None = None,
                 sources[setting.name] = origin
                 break
         else:
-            values[setting.name] = setting.default
+            values[setting.name] = setting.parse(setting.default)
             sources[setting.name] = "default"
     return Settings(values, sources)

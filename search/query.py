@@ -66,11 +66,15 @@ class Searcher:
         item = self.store.get_item(item_id)
         if item is None:
             raise MMSearchError(f"no item with id {item_id}")
-        vector = self.store.item_vector(item_id)
+        vector = self._vector(item_id)
         if vector is None:
             raise MMSearchError(f"item {item_id} ({item.path}) has no vector: its status is {item.status}"
                                 + (f" ({item.error})" if item.error else ""))
         return vector
+
+    def _vector(self, item_id: int) -> np.ndarray | None:
+        """The item's vector in the main index: fused with its caption when it has one."""
+        return self.store.index_vector(item_id, self.index.state.weight_map())
 
     def _search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
         if self.index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
@@ -135,7 +139,7 @@ class Searcher:
             return kept
         vectors: list[np.ndarray] = []
         for item_id, score in ranked:
-            vector = self.store.item_vector(item_id)
+            vector = self._vector(item_id)
             if vector is None or all(float(vector @ other) < how for other in vectors):
                 kept.append((item_id, score))
                 if vector is not None:
@@ -147,7 +151,7 @@ class Searcher:
         """Each result's similarity to each part, and its rank in that part's own list (late fusion)."""
         ranks = [{item_id: rank for rank, (item_id, _) in enumerate(hits_, start=1)} for hits_ in per_part]
         for hit in hits:
-            vector = self.store.item_vector(hit.id)
+            vector = self._vector(hit.id)
             hit.parts = []
             for n, (part, query) in enumerate(zip(parts, vectors)):
                 entry = {"label": part.label, "weight": part.weight,

@@ -6,10 +6,11 @@ vectors it wrote, so a vector index cache can tell exactly what it is missing.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
@@ -21,7 +22,8 @@ from mmsearch.errors import DataDirError
 
 SCHEMA_VERSION = 1
 OK, PENDING, FAILED = "ok", "pending", "failed"
-CONTENT = "content"  # the part of an item a vector describes; captions and fused vectors come later
+CONTENT = "content"  # the item's own modality: pixels, words or sound
+CAPTION = "caption"  # the text of a caption sidecar, embedded by the text tower
 
 
 class Base(DeclarativeBase):
@@ -91,6 +93,17 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def fuse_parts(parts: Mapping[str, np.ndarray], modality: str, weights: Mapping[str, float]) -> np.ndarray:
+    """normalise(w[modality]·content + w[text]·caption); a lone content vector is returned unchanged."""
+    content = np.asarray(parts[CONTENT], np.float32)
+    if CAPTION not in parts:
+        return content.copy()
+    fused = weights.get(modality, 1.0) * content.astype(np.float64) + \
+        weights.get("text", 1.0) * np.asarray(parts[CAPTION], np.float64)
+    norm = np.linalg.norm(fused)
+    return (fused / norm).astype(np.float32) if norm > 1e-6 else content.copy()
 
 
 def vector_bytes(vector: np.ndarray) -> bytes:
@@ -168,28 +181,50 @@ class Store:
             ids = session.scalars(select(Vector.item_id).where(Vector.part == part)).all()
         return np.asarray(ids, dtype=np.int64)
 
-    def iter_vectors(self, part: str = CONTENT, since_generation: int | None = None,
+    def iter_vectors(self, weights: Mapping[str, float], since_generation: int | None = None,
                      ids: Sequence[int] | None = None, batch: int = 10_000
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (ids, matrix) chunks, so a rebuild never holds two copies of a large collection."""
+        """Yield (ids, matrix) chunks of item vectors, so a rebuild never holds two copies of a collection.
+
+        An item vector is its content vector, or normalise(w[modality]·content + w[text]·caption) for an
+        item with a caption; weights live in configuration, so changing them only rebuilds the index."""
         if ids is not None:  # bounded IN lists: databases cap the number of bound parameters
             for start in range(0, len(ids), 500):
-                yield from self._vector_chunks(part, since_generation, [int(i) for i in ids[start:start + 500]], batch)
+                chunk = [int(i) for i in ids[start:start + 500]]
+                yield from self._item_vectors(weights, since_generation, chunk, batch)
         else:
-            yield from self._vector_chunks(part, since_generation, None, batch)
+            yield from self._item_vectors(weights, since_generation, None, batch)
 
-    def _vector_chunks(self, part: str, since_generation: int | None, ids: list[int] | None, batch: int
-                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        query = select(Vector.item_id, Vector.data).where(Vector.part == part).order_by(Vector.item_id)
+    def _item_vectors(self, weights: Mapping[str, float], since_generation: int | None, ids: list[int] | None,
+                      batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        has_content = select(Vector.item_id).where(Vector.part == CONTENT)
+        query = (select(Vector.item_id, Vector.part, Vector.data, Item.modality).join(Item)
+                 .where(Vector.part.in_((CONTENT, CAPTION)), Vector.item_id.in_(has_content))
+                 .order_by(Vector.item_id, Vector.part))
         if since_generation is not None:
-            query = query.where(Vector.generation > since_generation)
+            query = query.where(Vector.item_id.in_(select(Vector.item_id)
+                                                   .where(Vector.generation > since_generation)))
         if ids is not None:
             query = query.where(Vector.item_id.in_(ids))
+        out_ids: list[int] = []
+        out_vectors: list[np.ndarray] = []
         with self.session() as session:
-            result = session.execute(query.execution_options(yield_per=batch))
-            for rows in result.partitions(batch):
-                yield (np.fromiter((r[0] for r in rows), np.int64, len(rows)),
-                       np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows]).astype(np.float32))
+            rows = session.execute(query.execution_options(yield_per=batch))
+            for item_id, group in itertools.groupby(rows, key=lambda r: r[0]):
+                group = list(group)
+                parts = {part: np.frombuffer(data, dtype="<f4") for _, part, data, _ in group}
+                out_ids.append(item_id)
+                out_vectors.append(fuse_parts(parts, group[0][3], weights))
+                if len(out_ids) >= batch:
+                    yield np.asarray(out_ids, np.int64), np.stack(out_vectors)
+                    out_ids, out_vectors = [], []
+        if out_ids:
+            yield np.asarray(out_ids, np.int64), np.stack(out_vectors)
+
+    def index_vector(self, item_id: int, weights: Mapping[str, float]) -> np.ndarray | None:
+        """The vector an item has in the main index (fused with its caption when it has one)."""
+        chunks = list(self.iter_vectors(weights, ids=[item_id]))
+        return chunks[0][1][0].copy() if chunks else None
 
     def item_vector(self, item_id: int, part: str = CONTENT) -> np.ndarray | None:
         with self.session() as session:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import faiss
@@ -16,7 +16,7 @@ import numpy as np
 
 from mmsearch.errors import MMSearchError
 
-from .store import CONTENT, Store
+from .store import Store
 
 
 @dataclass
@@ -25,6 +25,17 @@ class IndexState:
     encoder: str
     dim: int
     factory: str
+    weights: str = "{}"  # JSON of the per-modality fusion weights the item vectors were made with
+
+    def layout(self) -> str:
+        return f"{self.encoder}/{self.dim}d/{self.factory}/weights {self.weights}"
+
+    def same_layout(self, other: "IndexState") -> bool:
+        return (self.encoder, self.dim, self.factory, self.weights) == \
+            (other.encoder, other.dim, other.factory, other.weights)
+
+    def weight_map(self) -> dict[str, float]:
+        return json.loads(self.weights)
 
 
 class FaissIndex:
@@ -137,18 +148,16 @@ class SyncReport:
     problems: list[str] = field(default_factory=list)
 
 
-def check(index: FaissIndex | None, store: Store, encoder: str, dim: int, factory: str) -> list[str]:
-    """Ways the cached index disagrees with SQL; empty when it is exact."""
+def check(index: FaissIndex | None, store: Store, want: IndexState) -> list[str]:
+    """Ways the cached index disagrees with SQL and the wanted layout; empty when it is exact."""
     if index is None:
         return ["vector index file is missing or unreadable"]
     problems = []
-    state = index.state
-    if (state.encoder, state.dim, state.factory) != (encoder, dim, factory):
-        problems.append(f"index built for {state.encoder}/{state.dim}d/{state.factory}, "
-                        f"database uses {encoder}/{dim}d/{factory}")
+    if not index.state.same_layout(want):
+        problems.append(f"index built as {index.state.layout()}, wanted {want.layout()}")
     generation = store.generation()
-    if state.generation != generation:
-        problems.append(f"index reflects generation {state.generation}, database is at {generation}")
+    if index.state.generation != generation:
+        problems.append(f"index reflects generation {index.state.generation}, database is at {generation}")
     index_ids, sql_ids = index.ids(), store.vector_ids()
     if len(np.unique(index_ids)) != len(index_ids):
         problems.append("index holds duplicate ids")
@@ -159,13 +168,11 @@ def check(index: FaissIndex | None, store: Store, encoder: str, dim: int, factor
     return problems
 
 
-def sync(index: FaissIndex | None, store: Store, encoder: str, dim: int, factory: str
-         ) -> tuple[FaissIndex, SyncReport]:
+def sync(index: FaissIndex | None, store: Store, want: IndexState) -> tuple[FaissIndex, SyncReport]:
     """Bring the index to what SQL holds: nothing to do, catch up on changes, or rebuild from scratch."""
     generation = store.generation()  # read first: anything committed later is re-applied next time
-    usable = (index is not None and index.state.generation <= generation
-              and (index.state.encoder, index.state.dim, index.state.factory) == (encoder, dim, factory))
-    if usable and not check(index, store, encoder, dim, factory):
+    usable = index is not None and index.state.generation <= generation and index.state.same_layout(want)
+    if usable and not check(index, store, want):
         return index, SyncReport("fresh")
     if usable:
         try:
@@ -176,7 +183,7 @@ def sync(index: FaissIndex | None, store: Store, encoder: str, dim: int, factory
             return index, report
         except RuntimeError:  # e.g. an index type without remove_ids: rebuild instead
             pass
-    return _rebuild(store, IndexState(generation, encoder, dim, factory))
+    return _rebuild(store, replace(want, generation=generation))
 
 
 def _count_matches(index: FaissIndex, store: Store) -> bool:
@@ -185,23 +192,24 @@ def _count_matches(index: FaissIndex, store: Store) -> bool:
 
 
 def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
+    weights = index.state.weight_map()
     sql_ids = store.vector_ids()
     index_ids = index.ids()
-    changed = [chunk for chunk in store.iter_vectors(CONTENT, since_generation=since)]
+    changed = list(store.iter_vectors(weights, since_generation=since))
     changed_ids = np.concatenate([ids for ids, _ in changed]) if changed else np.zeros(0, np.int64)
     stale = np.union1d(np.setdiff1d(index_ids, sql_ids), np.intersect1d(changed_ids, index_ids))
     index.remove(stale)
     for ids, vectors in changed:
         index.add(ids, vectors)
     missing = np.setdiff1d(np.setdiff1d(sql_ids, index_ids), changed_ids)
-    for ids, vectors in store.iter_vectors(CONTENT, ids=missing) if len(missing) else ():
+    for ids, vectors in store.iter_vectors(weights, ids=missing) if len(missing) else ():
         index.add(ids, vectors)
     return SyncReport("caught-up", added=len(changed_ids) + len(missing), removed=len(stale))
 
 
 def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
     index = FaissIndex(state)
-    chunks = store.iter_vectors(CONTENT)
+    chunks = store.iter_vectors(state.weight_map())
     if not index.cpu.is_trained:  # IVF-style indexes train on everything SQL holds
         chunks = list(chunks)
         if chunks:

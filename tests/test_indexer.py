@@ -242,3 +242,37 @@ def test_sounds_wait_for_an_audio_tower_beside_real_weights(settings, collection
     with sqlite3.connect(data_dir / "mmsearch.db") as db:
         assert db.execute("SELECT duration, sample_rate, channels FROM items WHERE path LIKE '%beep.wav'"
                           ).fetchone() == (0.5, 16000, 1)
+
+
+def test_caption_is_embedded_and_fused_into_the_item_vector(settings, collection, data_dir):
+    root, _ = collection
+    library = Library(settings.replace(modality_weights="image=1,audio=1,text=0.5"))
+    library.run_index([root])
+    [red] = library.store.ids_under(str(root / "red.jpg"))
+    image = library.store.item_vector(red)
+    caption = library.store.item_vector(red, "caption")
+    np.testing.assert_allclose(caption, library.encoder().encode_texts(["a red picture with round shapes"])[0],
+                               atol=1e-5)
+    fused = image + 0.5 * caption
+    fused /= np.linalg.norm(fused)
+    np.testing.assert_allclose(library.index().cpu.reconstruct(red), fused, atol=1e-5)
+    [green] = library.store.ids_under(str(root / "green.png"))
+    np.testing.assert_array_equal(library.index().cpu.reconstruct(green), library.store.item_vector(green))
+
+    (root / "red.txt").write_text("a crimson photograph")  # caption edited: re-embedded, re-fused
+    assert library.run_index([root]).updated == 1
+    new_caption = library.encoder().encode_texts(["a crimson photograph"])[0]
+    np.testing.assert_allclose(library.store.item_vector(red, "caption"), new_caption, atol=1e-5)
+    refused = image + 0.5 * new_caption
+    np.testing.assert_allclose(Library(library.settings).index().cpu.reconstruct(red),
+                               refused / np.linalg.norm(refused), atol=1e-5)
+
+    os.remove(root / "red.txt")  # caption gone: the item is its image again
+    library.run_index([root])
+    assert library.store.item_vector(red, "caption") is None
+    np.testing.assert_allclose(Library(library.settings).index().cpu.reconstruct(red), image, atol=1e-6)
+    assert library.verify() == []
+
+    other = Library(settings.replace(modality_weights="image=1,audio=1,text=2"))
+    other.run_index([root])  # new weights: only the index is rebuilt, nothing is re-embedded
+    assert other.last_sync.action == "rebuilt"

@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 
 from search.store import CONTENT, OK, Item, Store, Vector, vector_bytes
-from search.vector_index import FaissIndex, check, sync
+from search.vector_index import FaissIndex, IndexState, check, sync
 
 DIM = 8
 KEY = "test/enc"
+WEIGHTS = '{"audio": 1.0, "image": 1.0, "text": 1.0}'
+
+
+def want(factory: str, encoder: str = KEY) -> IndexState:
+    return IndexState(0, encoder, DIM, factory, WEIGHTS)
 
 
 def unit(rng, n):
@@ -37,22 +42,22 @@ def test_rebuild_then_fresh_then_catch_up(store, tmp_path):
     rng = np.random.default_rng(0)
     vectors = unit(rng, 20)
     put(store, {i + 1: vectors[i] for i in range(20)})
-    index, report = sync(None, store, KEY, DIM, "Flat")
+    index, report = sync(None, store, want("Flat"))
     assert report.action == "rebuilt" and index.ntotal == 20
     path = tmp_path / "v.faiss"
     index.save(path)
 
     loaded = FaissIndex.load(path)
-    again, report = sync(loaded, store, KEY, DIM, "Flat")
+    again, report = sync(loaded, store, want("Flat"))
     assert report.action == "fresh"
 
     changed = unit(rng, 1)[0]
     put(store, {5: changed, 21: vectors[0]})
     store.remove_ids([7])
-    assert check(again, store, KEY, DIM, "Flat")
-    caught, report = sync(again, store, KEY, DIM, "Flat")
+    assert check(again, store, want("Flat"))
+    caught, report = sync(again, store, want("Flat"))
     assert report.action == "caught-up" and report.removed == 2  # item 7, and item 5's old vector
-    assert check(caught, store, KEY, DIM, "Flat") == []
+    assert check(caught, store, want("Flat")) == []
     np.testing.assert_allclose(caught.reconstruct(5), changed)
     scores, ids = caught.search(changed, 1)
     assert ids[0][0] == 5 and scores[0][0] == pytest.approx(1.0, abs=1e-5)
@@ -61,8 +66,8 @@ def test_rebuild_then_fresh_then_catch_up(store, tmp_path):
 def test_wrong_encoder_or_missing_file_rebuilds(store, tmp_path):
     rng = np.random.default_rng(1)
     put(store, {i: v for i, v in enumerate(unit(rng, 5), start=1)})
-    index, _ = sync(None, store, "other/model", DIM, "Flat")
-    assert sync(index, store, KEY, DIM, "Flat")[1].action == "rebuilt"
+    index, _ = sync(None, store, want("Flat", "other/model"))
+    assert sync(index, store, want("Flat"))[1].action == "rebuilt"
     assert FaissIndex.load(tmp_path / "missing.faiss") is None
     (tmp_path / "junk.faiss").write_bytes(b"junk")
     (tmp_path / "junk.faiss.json").write_text("{}")
@@ -73,11 +78,11 @@ def test_duplicate_ids_in_cache_are_repaired(store):
     rng = np.random.default_rng(2)
     vectors = unit(rng, 4)
     put(store, {i + 1: vectors[i] for i in range(4)})
-    index, _ = sync(None, store, KEY, DIM, "Flat")
+    index, _ = sync(None, store, want("Flat"))
     index.add(np.array([2]), vectors[1:2])  # e.g. a crash between saving the index and its sidecar
-    assert "index holds duplicate ids" in check(index, store, KEY, DIM, "Flat")
-    repaired, _ = sync(index, store, KEY, DIM, "Flat")
-    assert check(repaired, store, KEY, DIM, "Flat") == []
+    assert "index holds duplicate ids" in check(index, store, want("Flat"))
+    repaired, _ = sync(index, store, want("Flat"))
+    assert check(repaired, store, want("Flat")) == []
 
 
 def test_filter_inside_search_returns_k_when_k_exist(store):
@@ -85,7 +90,7 @@ def test_filter_inside_search_returns_k_when_k_exist(store):
     vectors = unit(rng, 300)
     put(store, {i + 1: vectors[i] for i in range(290)}, "image")
     put(store, {i + 1: vectors[i] for i in range(290, 300)}, "text")
-    index, _ = sync(None, store, KEY, DIM, "Flat")
+    index, _ = sync(None, store, want("Flat"))
     allowed = store.ids_with_modality(["text"])
     scores, ids = index.search(vectors[0], 5, allowed)
     assert len(set(ids[0])) == 5 and set(ids[0]) <= set(allowed)
@@ -96,15 +101,15 @@ def test_ivf_index_type(store):
     rng = np.random.default_rng(4)
     vectors = unit(rng, 400)
     put(store, {i + 1: vectors[i] for i in range(400)})
-    index, report = sync(None, store, KEY, DIM, "IVF4,Flat")
+    index, report = sync(None, store, want("IVF4,Flat"))
     assert report.action == "rebuilt" and index.ntotal == 400
-    assert check(index, store, KEY, DIM, "IVF4,Flat") == []
+    assert check(index, store, want("IVF4,Flat")) == []
 
 
 def test_save_is_atomic(store, tmp_path, monkeypatch):
     rng = np.random.default_rng(5)
     put(store, {1: unit(rng, 1)[0]})
-    index, _ = sync(None, store, KEY, DIM, "Flat")
+    index, _ = sync(None, store, want("Flat"))
     path = tmp_path / "v.faiss"
     index.save(path)
     good = path.read_bytes()
