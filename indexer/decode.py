@@ -191,7 +191,8 @@ def decode_audio(data: bytes, sample_rate: int, max_seconds: float) -> Decoded:
     except (av.FFmpegError, OSError, ValueError) as exc:
         if not chunks:  # a damaged tail after good audio still indexes what decoded
             raise DecodeError(f"cannot decode audio: {_reason(exc)}") from None
-    wave = np.concatenate(chunks)[:limit].astype(np.float32) if chunks else np.zeros(0, np.float32)
+    # "flt" frames are float32 already: no third copy of up to max_seconds of sound
+    wave = np.concatenate(chunks)[:limit].astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     if wave.size == 0:
         raise DecodeError("audio stream decodes to no samples")
     if float(np.abs(wave).max()) < 1e-4:
