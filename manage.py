@@ -210,6 +210,20 @@ def train_audio(ctx: _Context, manifest: str, epochs: int, train_batch: int, lr:
              f"{d['val_r1']:.3f}, R@5 {d['val_r5']:.3f}); run 'index' to re-embed sounds with it")
 
 
+@cli.command("fit-clap-bridge")
+@click.argument("clap_checkpoint", type=click.Path(dir_okay=False))
+@click.argument("captions", type=click.Path(dir_okay=False))
+@click.option("--method", type=click.Choice(["procrustes", "lstsq"]), default="procrustes", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="Bridge file (default: in the data dir).")
+@_command
+def fit_clap_bridge(ctx: _Context, clap_checkpoint: str, captions: str, method: str, output: str | None) -> None:
+    """Use a LAION-CLAP checkpoint as the audio tower, mapped into this data dir's space by a linear map
+    fitted on CAPTIONS (a text file, one caption per line). Needs: pip install 'mmsearch[clap]'."""
+    document = ctx.library().fit_clap_bridge(clap_checkpoint, captions, method, output)
+    ctx.emit(document, lambda d: f"saved {d['bridge']}: {d['captions']} captions, held-out text R@1 "
+             f"{d['heldout_text_r1']:.3f}; run 'index' to re-embed sounds through CLAP")
+
+
 @cli.command()
 @_command
 def stats(ctx: _Context) -> None:
@@ -257,6 +271,23 @@ def verify(ctx: _Context) -> None:
              lambda d: "ok" if d["ok"] else "\n".join(f"problem: {p}" for p in d["problems"]))
     if problems:
         sys.exit(1)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=5000, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True, help="Request threads.")
+@_command
+def serve(ctx: _Context, host: str, port: int, threads: int) -> None:
+    """Serve the search page and the JSON API (waitress) over the data dir that 'index' built."""
+    import waitress
+    from web import create_app
+    app = create_app({"MMSEARCH": ctx.settings})
+    app.extensions["mmsearch"].load_models()  # the encoders are loaded once per process, before serving
+    click.echo(f"serving http://{host}:{port}/ (Ctrl-C to stop)", err=True)
+    # waitress buffers a whole body before Flask sees it: refuse oversize bodies at the socket too
+    waitress.serve(app, host=host, port=port, threads=threads, ident="mmsearch",
+                   max_request_body_size=ctx.settings.max_upload_bytes + 64 * 1024)
 
 
 def main() -> None:

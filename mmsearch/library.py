@@ -86,10 +86,20 @@ class Library:
     def audio_encoder(self):
         if self._audio_encoder is None:
             from encoders.audio import AudioEncoder, build_tower, default_config, load_tower
+            from encoders.bridge import ClapAudioEncoder, is_bridge, load_bridge, load_clap
             from encoders.loading import pick_device
             identity = self.audio_identity()
             if identity is None:
                 raise MMSearchError("no audio tower: train one with 'train-audio' or pass --audio-checkpoint FILE")
+            key = {k: v for k, v in identity.items() if k != "path"}
+            if "path" in identity and is_bridge(identity["path"]):
+                weights, meta = load_bridge(Path(identity["path"]))
+                if weights.shape[1] != identity["dim"]:
+                    raise ModelLoadError(f"CLAP bridge {identity['path']} maps to {weights.shape[1]}-d; "
+                                         f"the image/text model makes {identity['dim']}-d")
+                clap = load_clap(meta["clap_checkpoint"], str(pick_device(self.settings.device)))
+                self._audio_encoder = ClapAudioEncoder(clap, weights, key)
+                return self._audio_encoder
             if "path" in identity:
                 tower, _ = load_tower(Path(identity["path"]))
                 if tower.config.embed_dim != identity["dim"]:
@@ -97,7 +107,6 @@ class Library:
                                          f"vectors; the image/text model makes {identity['dim']}-d")
             else:
                 tower = build_tower(default_config(identity["dim"], small=identity["pretrained"] == "random-tiny"))
-            key = {k: v for k, v in identity.items() if k != "path"}
             self._audio_encoder = AudioEncoder(tower, pick_device(self.settings.device), key)
         return self._audio_encoder
 
@@ -289,6 +298,37 @@ class Library:
             self.store.set_meta("audio_tower", {"path": str(target.absolute())})
             self._audio_encoder = None
         return report
+
+    def fit_clap_bridge(self, checkpoint: str, captions_file: str, method: str = "procrustes",
+                        output: str | None = None) -> dict:
+        """Map LAION-CLAP's space into ours from a caption corpus embedded by both text towers; the
+        bridge becomes this data dir's audio tower (CLAP audio → map → our space)."""
+        from encoders.bridge import fit_map, load_clap, retrieval_r1, save_bridge
+        try:
+            with open(captions_file, encoding="utf-8") as handle:
+                captions = sorted({line.strip() for line in handle if line.strip()})
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MMSearchError(f"cannot read captions {captions_file}: {exc}") from None
+        if len(captions) < 20:
+            raise MMSearchError(f"{captions_file} has {len(captions)} distinct captions; at least 20 are needed")
+        with self.write_lock():
+            self._adopt_model(False)
+            clap = load_clap(checkpoint, str(self.encoder().device))
+            source = np.concatenate([np.asarray(clap.get_text_embedding(captions[i:i + 64], use_tensor=False),
+                                                np.float32) for i in range(0, len(captions), 64)])
+            target = np.concatenate([self.encoder().encode_texts(captions[i:i + 64])
+                                     for i in range(0, len(captions), 64)])
+            split = max(1, len(captions) // 10)  # held-out captions measure how well the map generalises
+            heldout_r1 = retrieval_r1(source[:split] @ fit_map(source[split:], target[split:], method),
+                                      target[:split])
+            weights = fit_map(source, target, method)
+            path = Path(output) if output else self.data_path / "audio" / "clap.bridge.safetensors"
+            meta = {"clap_checkpoint": os.path.abspath(checkpoint), "captions": len(captions), "method": method,
+                    "heldout_text_r1": heldout_r1, "trained_for": self.stored_model()}
+            save_bridge(path, weights, meta)
+            self.store.set_meta("audio_tower", {"path": str(path.absolute())})
+            self._audio_encoder = None
+        return {"bridge": str(path), **meta}
 
     def remove(self, paths: Sequence[str]) -> int:
         with self.write_lock():
