@@ -167,6 +167,7 @@ class Library:
                 return self._index
             cached = self._index if self._index is not None else FaissIndex.load(self.index_path)
             self._index, self.last_sync = sync(cached, self.store, want)
+            self._index.nprobe = self.settings.nprobe
             if self.last_sync.action != "fresh":
                 try:
                     self._index.save(self.index_path)

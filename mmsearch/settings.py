@@ -90,6 +90,8 @@ SETTINGS: tuple[Setting, ...] = (
             _weights),
     Setting("index_type", "Flat",
             "FAISS index factory string for the vector index (inner product), e.g. Flat or IVF1024,Flat."),
+    Setting("nprobe", 16, "IVF index types: inverted lists visited per query (higher: better recall, slower).",
+            _positive_int),
     Setting("cache_dir", "", "Where downloaded weights are kept. Empty: the Hugging Face / open_clip default cache."),
     Setting("admin_token", "",
             "Bearer token that enables POST /api/items (upload) and DELETE /api/items/ID in the web API. "

@@ -44,6 +44,7 @@ class FaissIndex:
     def __init__(self, state: IndexState, index: faiss.Index | None = None):
         self.state = state
         self.cpu = index if index is not None else self._empty(state)
+        self.nprobe = 16  # IVF lists visited per query: recall against speed
         self._gpu: faiss.Index | None = None
         self._gpu_stale = True
 
@@ -122,10 +123,17 @@ class FaissIndex:
         """Top-k (scores, ids) per query row; -1 ids pad rows with fewer than k hits."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
         k = max(1, min(int(k), self.ntotal or 1))
-        if allowed_ids is None:
+        ivf = faiss.try_extract_index_ivf(self.cpu.index)
+        if allowed_ids is None and ivf is None:
             return self._searcher().search(queries, k)
         # A selector filters inside the scan, so a selective filter still yields k hits when k exist.
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)))
+        selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)) if allowed_ids is not None else None
+        if ivf is not None:
+            params = faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist))
+            if selector is not None:
+                params.sel = selector
+        else:
+            params = faiss.SearchParameters(sel=selector)
         return self.cpu.search(queries, k, params=params)
 
 

@@ -104,6 +104,14 @@ def test_ivf_index_type(store):
     index, report = sync(None, store, want("IVF4,Flat"))
     assert report.action == "rebuilt" and index.ntotal == 400
     assert check(index, store, want("IVF4,Flat")) == []
+    exact, _ = sync(None, store, want("Flat"))
+    index.nprobe = 4  # every list visited: the same answers as exact search
+    np.testing.assert_array_equal(index.search(vectors[:5], 10)[1], exact.search(vectors[:5], 10)[1])
+    index.nprobe = 1  # one list of four: approximate, so some answers must differ from exact search
+    assert not np.array_equal(index.search(vectors[:20], 10)[1], exact.search(vectors[:20], 10)[1])
+    allowed = np.arange(1, 401, 2)
+    filtered = index.search(vectors[:5], 10, allowed)[1]
+    assert set(filtered[filtered >= 0].tolist()) <= set(allowed.tolist())
 
 
 def test_save_is_atomic(store, tmp_path, monkeypatch):
