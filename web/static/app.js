@@ -1,0 +1,288 @@
+// mmsearch search page: plain JS, no build step. Talks to the JSON API under /api.
+"use strict";
+(() => {
+  const $ = (selector) => document.querySelector(selector);
+  const form = $("#search-form"), input = $("#q"), statusBox = $("#status"), grid = $("#results");
+  const moreButton = $("#more"), chipsBox = $("#query-chips"), kInput = $("#k"), fusionSelect = $("#fusion");
+  const fileInput = $("#file-input"), micButton = $("#mic"), overlay = $("#drop-overlay"), intro = $("#intro");
+  const dialog = $("#detail"), template = $("#card-template");
+  const AUDIO_EXT = /\.(wav|flac|ogg|oga|mp3|m4a|opus|mp4|m4v|mov|webm|avi)$/i;
+
+  // What is being searched for: words, an item (like), and/or a file (image or sound).
+  const state = { q: "", like: null, likeName: "", file: null, fileKind: null, offset: 0 };
+  let inFlight = null;
+
+  // --- status -------------------------------------------------------------------------------------
+  function setStatus(kind, text) {
+    statusBox.className = "status" + (kind ? " " + kind : "");
+    statusBox.textContent = text || "";
+    statusBox.setAttribute("role", kind === "error" ? "alert" : "status");
+    statusBox.dataset.state = kind || "idle";
+  }
+
+  // --- options ------------------------------------------------------------------------------------
+  function modalities() {
+    return [...document.querySelectorAll(".chip[data-modality]")]
+      .filter((b) => b.getAttribute("aria-pressed") === "true").map((b) => b.dataset.modality);
+  }
+  document.querySelectorAll(".chip[data-modality]").forEach((chip) => chip.addEventListener("click", () => {
+    chip.setAttribute("aria-pressed", chip.getAttribute("aria-pressed") === "true" ? "false" : "true");
+    if (hasQuery()) search();
+  }));
+  fusionSelect.addEventListener("change", () => { if (hasQuery()) search(); });
+  kInput.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); search(); } });
+
+  function hasQuery() { return Boolean(input.value.trim() || state.like || state.file); }
+
+  // --- query chips (file, like) -----------------------------------------------------------------
+  function renderChips() {
+    chipsBox.replaceChildren();
+    if (state.file) {
+      const chip = el("span", "qchip");
+      chip.dataset.kind = state.fileKind;
+      if (state.fileKind === "image") {
+        const img = el("img"); img.alt = ""; img.src = URL.createObjectURL(state.file); chip.append(img);
+      } else chip.append(el("span", "", "\u{1F50A}"));
+      chip.append(el("span", "label", state.file.name || state.fileKind));
+      chip.append(removeButton(() => { state.file = null; state.fileKind = null; renderChips(); }));
+      chipsBox.append(chip);
+    }
+    if (state.like) {
+      const chip = el("span", "qchip");
+      chip.dataset.kind = "like";
+      chip.append(el("span", "label", "like: " + (state.likeName || "#" + state.like)));
+      chip.append(removeButton(() => { state.like = null; renderChips(); }));
+      chipsBox.append(chip);
+    }
+  }
+  function removeButton(onClick) {
+    const b = el("button", "", "\u00d7"); b.type = "button"; b.setAttribute("aria-label", "Remove");
+    b.addEventListener("click", onClick); return b;
+  }
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function useFile(file) {
+    if (!file) return;
+    const kind = (file.type.startsWith("audio/") || file.type.startsWith("video/") || AUDIO_EXT.test(file.name))
+      ? "audio" : "image";  // anything else goes to the server as an image, which says what is wrong
+    state.file = file; state.fileKind = kind;
+    renderChips();
+    search();
+  }
+
+  // --- URL <-> state ------------------------------------------------------------------------------
+  function toURL(push) {
+    const params = new URLSearchParams();
+    if (input.value.trim()) params.set("q", input.value.trim());
+    if (state.like) params.set("like", state.like);
+    modalities().forEach((m) => params.append("modality", m));
+    if (kInput.value && kInput.value !== "24") params.set("k", kInput.value);
+    if (fusionSelect.value !== "early") params.set("fusion", fusionSelect.value);
+    const url = location.pathname + (params.toString() ? "?" + params : "");
+    if (url !== location.pathname + location.search) history[push ? "pushState" : "replaceState"](null, "", url);
+  }
+  function fromURL() {
+    const params = new URLSearchParams(location.search);
+    input.value = params.get("q") || "";
+    state.like = params.get("like") || null;
+    state.likeName = "";
+    state.file = null; state.fileKind = null;
+    const chosen = params.getAll("modality");
+    document.querySelectorAll(".chip[data-modality]").forEach((chip) =>
+      chip.setAttribute("aria-pressed", chosen.includes(chip.dataset.modality) ? "true" : "false"));
+    kInput.value = params.get("k") || "24";
+    fusionSelect.value = params.get("fusion") || "early";
+    renderChips();
+  }
+
+  // --- search ---------------------------------------------------------------------------------------
+  async function search(append = false, push = true) {
+    if (!hasQuery()) { setStatus("error", "Type some words, or drop, paste, pick or record an image or a sound."); return; }
+    if (!append) state.offset = 0;
+    const k = parseInt(kInput.value, 10);
+    if (!(k >= 1 && k <= parseInt(kInput.max, 10))) { setStatus("error", `k must be from 1 to ${kInput.max}.`); return; }
+    toURL(push && !append);
+    intro.hidden = true;
+    setStatus("loading", append ? "Loading more…" : "Searching…");
+    if (!append) { grid.replaceChildren(); moreButton.hidden = true; }
+    $("#go").disabled = true;
+    if (inFlight) inFlight.abort();
+    const controller = new AbortController(); inFlight = controller;
+    let init;
+    const options = { k, offset: state.offset, fusion: fusionSelect.value };
+    const mods = modalities();
+    if (state.file) {
+      const body = new FormData();
+      if (input.value.trim()) body.append("text", input.value.trim());
+      if (state.like) body.append("like", state.like);
+      body.append(state.fileKind, state.file, state.file.name || state.fileKind);
+      Object.entries(options).forEach(([key, value]) => body.append(key, value));
+      mods.forEach((m) => body.append("modality", m));
+      init = { method: "POST", body };
+    } else {
+      const body = { ...options };
+      if (input.value.trim()) body.text = input.value.trim();
+      if (state.like) body.like = Number(state.like);
+      if (mods.length) body.modality = mods;
+      if (state.like && !input.value.trim()) body.exclude_self = true;
+      init = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+    }
+    init.signal = controller.signal;
+    const started = performance.now();
+    try {
+      const response = await fetch("/api/search", init);
+      const data = await response.json().catch(() => null);
+      if (!response.ok || !data || data.error) {
+        const message = data && data.error ? data.error.message : `HTTP ${response.status}`;
+        throw new Error(message);
+      }
+      data.results.forEach((r) => grid.append(card(r)));
+      state.offset = data.next || 0;
+      moreButton.hidden = !data.next;
+      const total = grid.children.length;
+      const ms = Math.round(performance.now() - started);
+      if (!total) setStatus("empty", "No results. Try other words, another file, or fewer filters.");
+      else setStatus("done", `${total} result${total === 1 ? "" : "s"} in ${ms} ms`);
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      setStatus("error", "Search failed: " + err.message);
+    } finally {
+      if (inFlight === controller) { inFlight = null; $("#go").disabled = false; }
+    }
+  }
+  moreButton.addEventListener("click", () => search(true, false));
+
+  form.addEventListener("submit", (e) => { e.preventDefault(); search(); });
+
+  // --- results --------------------------------------------------------------------------------------
+  function card(r) {
+    const node = template.content.firstElementChild.cloneNode(true);
+    node.classList.add(r.modality);
+    node.dataset.id = r.id;
+    node.dataset.modality = r.modality;
+    const visual = node.querySelector(".visual");
+    if (r.modality === "image") {
+      const img = el("img", "thumb"); img.loading = "lazy"; img.alt = r.caption || r.name; img.src = r.thumbnail_url;
+      visual.append(img);
+      visual.addEventListener("click", () => showDetail(r.id));
+    } else if (r.modality === "audio") {
+      const wave = el("div", "wave"), picture = el("img"), played = el("div", "played");
+      picture.alt = "waveform of " + r.name; picture.src = r.thumbnail_url;
+      wave.append(picture, played);
+      const audio = el("audio"); audio.controls = true; audio.preload = "none"; audio.src = r.media_url;
+      audio.addEventListener("timeupdate", () => {
+        if (audio.duration) played.style.width = (100 * audio.currentTime / audio.duration) + "%";
+      });
+      wave.addEventListener("click", (e) => {  // click the picture to seek
+        const box = wave.getBoundingClientRect();
+        const seek = () => { audio.currentTime = audio.duration * (e.clientX - box.left) / box.width; audio.play(); };
+        if (audio.readyState >= 1) seek(); else { audio.addEventListener("loadedmetadata", seek, { once: true }); audio.load(); }
+      });
+      visual.append(wave, audio);
+    } else {
+      visual.textContent = r.snippet || "";
+      visual.addEventListener("click", () => showDetail(r.id));
+    }
+    const badge = el("span", "badge", r.modality); visual.append(badge);
+    node.querySelector(".name").textContent = r.name;
+    node.querySelector(".name").title = r.path;
+    node.querySelector(".score").textContent = typeof r.score === "number" ? r.score.toFixed(3) : "";
+    if (r.caption) node.querySelector(".info").after(el("div", "caption", r.caption));
+    node.querySelector(".like").addEventListener("click", () => moreLike(r.id, r.name));
+    node.querySelector(".details").addEventListener("click", () => showDetail(r.id));
+    return node;
+  }
+
+  function moreLike(id, name) {
+    input.value = ""; state.file = null; state.fileKind = null;
+    state.like = String(id); state.likeName = name || "";
+    renderChips();
+    if (dialog.open) dialog.close();
+    search();
+    window.scrollTo({ top: 0 });
+  }
+
+  async function showDetail(id) {
+    let item;
+    try {
+      const response = await fetch(`/api/items/${encodeURIComponent(id)}`);
+      item = await response.json();
+      if (!response.ok) throw new Error(item.error ? item.error.message : `HTTP ${response.status}`);
+    } catch (err) { setStatus("error", "Cannot load the item: " + err.message); return; }
+    $("#detail-title").textContent = item.name;
+    const preview = $("#detail-preview"); preview.replaceChildren();
+    if (item.modality === "image") {
+      const img = el("img"); img.src = item.media_url; img.alt = item.caption || item.name; preview.append(img);
+    } else if (item.modality === "audio") {
+      const img = el("img"); img.src = item.thumbnail_url; img.alt = "waveform"; preview.append(img);
+      const audio = el("audio"); audio.controls = true; audio.src = item.media_url; audio.preload = "metadata";
+      preview.append(audio);
+    } else {
+      preview.append(el("pre", "", item.text || item.snippet || ""));
+    }
+    $("#detail-open").href = item.media_url;
+    $("#detail-like").onclick = () => moreLike(item.id, item.name);
+    const table = $("#detail-meta"); table.replaceChildren();
+    const rows = [["id", item.id], ["path", item.path], ["modality", item.modality]];
+    if (item.caption) rows.push(["caption", item.caption]);
+    Object.entries(item.metadata || {}).forEach(([key, value]) => rows.push([key, value]));
+    rows.forEach(([key, value]) => {
+      const tr = el("tr"); tr.append(el("th", "", key), el("td", "", String(value))); table.append(tr);
+    });
+    if (!dialog.open) dialog.showModal();
+  }
+
+  // --- files: picker, drag and drop, paste, microphone ------------------------------------------------
+  fileInput.addEventListener("change", () => { useFile(fileInput.files[0]); fileInput.value = ""; });
+
+  let dragDepth = 0;
+  const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
+  window.addEventListener("dragenter", (e) => { if (hasFiles(e)) { dragDepth++; overlay.hidden = false; } });
+  window.addEventListener("dragleave", () => { dragDepth = Math.max(0, dragDepth - 1); if (!dragDepth) overlay.hidden = true; });
+  window.addEventListener("dragover", (e) => { if (hasFiles(e)) e.preventDefault(); });
+  window.addEventListener("drop", (e) => {
+    e.preventDefault(); dragDepth = 0; overlay.hidden = true;
+    if (e.dataTransfer && e.dataTransfer.files.length) useFile(e.dataTransfer.files[0]);
+  });
+
+  window.addEventListener("paste", (e) => {
+    const files = [...((e.clipboardData && e.clipboardData.files) || [])];
+    const image = files.find((f) => f.type.startsWith("image/"));
+    if (image) { e.preventDefault(); useFile(new File([image], image.name || "pasted.png", { type: image.type })); }
+  });
+
+  let recorder = null;
+  micButton.addEventListener("click", async () => {
+    if (recorder && recorder.state === "recording") { recorder.stop(); return; }
+    if (!navigator.mediaDevices || !window.MediaRecorder) {
+      setStatus("error", "This browser cannot record sound here (it needs https or localhost)."); return;
+    }
+    let stream;
+    try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); }
+    catch (err) { setStatus("error", "Microphone unavailable: " + err.message); return; }
+    const chunks = [];
+    recorder = new MediaRecorder(stream);
+    recorder.addEventListener("dataavailable", (e) => { if (e.data.size) chunks.push(e.data); });
+    recorder.addEventListener("stop", () => {
+      stream.getTracks().forEach((t) => t.stop());
+      micButton.setAttribute("aria-pressed", "false");
+      const type = recorder.mimeType || "audio/webm";
+      const ext = type.includes("ogg") ? "ogg" : type.includes("mp4") ? "m4a" : "webm";
+      useFile(new File(chunks, `recording.${ext}`, { type }));
+    });
+    recorder.start();
+    micButton.setAttribute("aria-pressed", "true");
+    setStatus("loading", "Recording… click the microphone again to stop and search.");
+  });
+
+  // --- start ----------------------------------------------------------------------------------------
+  window.addEventListener("popstate", () => { fromURL(); if (hasQuery()) search(false, false); });
+  fromURL();
+  if (hasQuery()) search(false, false); else input.focus();
+  window.mmsearch = { search, state };
+})();
