@@ -285,9 +285,10 @@ def serve(ctx: _Context, host: str, port: int, threads: int) -> None:
     app = create_app({"MMSEARCH": ctx.settings})
     app.extensions["mmsearch"].load_models()  # the encoders are loaded once per process, before serving
     click.echo(f"serving http://{host}:{port}/ (Ctrl-C to stop)", err=True)
-    # waitress buffers a whole body before Flask sees it: refuse oversize bodies at the socket too
+    # waitress buffers a whole body before Flask sees it, so it refuses absurd ones (a 1 GB upload) itself,
+    # from the Content-Length alone; bodies up to twice the limit reach Flask, which answers 413 in JSON
     waitress.serve(app, host=host, port=port, threads=threads, ident="mmsearch",
-                   max_request_body_size=ctx.settings.max_upload_bytes + 64 * 1024)
+                   max_request_body_size=2 * ctx.settings.max_upload_bytes + 1024 * 1024)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def picture(item: Item, data_path: Path, size: int, max_pixels: int) -> tuple[Pa
     if item.modality == "image":
         name, mime = f"{item.id}-{item.size}-{item.mtime_ns}-{size}.jpg", "image/jpeg"
     elif item.modality == "audio":
-        name, mime = f"{item.id}-{item.size}-{item.mtime_ns}-wave.png", "image/png"
+        name, mime = f"{item.id}-{item.size}-{item.mtime_ns}-wave1.png", "image/png"
     else:
         raise NoPicture(f"item {item.id} is a {item.modality} item and has no thumbnail")
     target = cache_dir(data_path) / name
@@ -80,9 +80,11 @@ def waveform(wave: np.ndarray, size: tuple[int, int] = WAVE_SIZE) -> Image.Image
     columns = np.array_split(wave, min(width, wave.size))
     peak = float(np.abs(wave).max()) or 1.0
     mid = (height - 1) / 2
+    reach = mid * 0.9
+    draw.line([(0, mid), (width - 1, mid)], fill=(37, 99, 235, 90))
     scale = len(columns) / width
     for x, column in enumerate(columns):
         low, high = float(column.min()) / peak, float(column.max()) / peak
         px = int(x / scale)
-        draw.line([(px, mid - high * mid), (px, mid - low * mid)], fill=(37, 99, 235, 255))
+        draw.line([(px, mid - high * reach), (px, mid - low * reach)], fill=(37, 99, 235, 255))
     return image

@@ -42,7 +42,7 @@
       chip.dataset.kind = state.fileKind;
       if (state.fileKind === "image") {
         const img = el("img"); img.alt = ""; img.src = URL.createObjectURL(state.file); chip.append(img);
-      } else chip.append(el("span", "", "\u{1F50A}"));
+      } else chip.append(el("span", "label", "\u266A"));
       chip.append(el("span", "label", state.file.name || state.fileKind));
       chip.append(removeButton(() => { state.file = null; state.fileKind = null; renderChips(); }));
       chipsBox.append(chip);
@@ -138,7 +138,11 @@
       const response = await fetch("/api/search", init);
       const data = await response.json().catch(() => null);
       if (!response.ok || !data || data.error) {
-        const message = data && data.error ? data.error.message : `HTTP ${response.status}`;
+        const message = data && data.error ? data.error.message
+          : response.status === 413 ? "the file is too large for this server" : `HTTP ${response.status}`;
+        if (state.file && (response.status === 400 || response.status === 413)) {
+          state.file = null; state.fileKind = null; renderChips();  // a refused file stays refused: drop it
+        }
         throw new Error(message);
       }
       data.results.forEach((r) => grid.append(card(r)));

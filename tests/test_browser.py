@@ -1,0 +1,304 @@
+"""The search page in a real browser: Playwright driving Debian's chromium against `manage.py serve`.
+
+Screenshots of the main states are saved under test-artifacts/ (gitignored).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from mmsearch.library import Library
+from mmsearch.settings import load_settings
+
+from .media import make_collection, picture, tone_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 "--autoplay-policy=no-user-gesture-required"]
+TIMEOUT = 20_000  # ms
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """An indexed collection served by `manage.py serve` (waitress) on a free port."""
+    base = tmp_path_factory.mktemp("browser")
+    root = base / "media"
+    make_collection(root)
+    for n, freq in enumerate((330.0, 550.0)):
+        tone_wav(root / f"tone{n}.wav", freq, seconds=1.0)
+    env = {**os.environ, "MMSEARCH_DATA_DIR": str(base / "data"), "MMSEARCH_MODEL": "tiny",
+           "MMSEARCH_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024)}
+    Library(load_settings({}, env=env)).run_index([root])
+    port = _free_port()
+    log = open(base / "serve.log", "w")
+    process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port)],
+                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/api/health", timeout=2) as response:
+                if json.load(response) == {"status": "ok"}:
+                    break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("serve did not start: " + (base / "serve.log").read_text()[-2000:])
+            time.sleep(0.3)
+    yield {"url": url, "root": root, "port": port, "env": env}
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server) -> Page:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server["url"])
+    context.grant_permissions(["microphone"], origin=server["url"])
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, errors  # no uncaught JavaScript errors
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def cards(page: Page):
+    return page.locator("#results .card")
+
+
+def drop_file(page: Page, data: bytes, name: str, mime: str) -> None:
+    """Drag a file onto the page the way a user drops one from the desktop."""
+    transfer = page.evaluate_handle(
+        """([b64, name, mime]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: mime }));
+            return transfer;
+        }""", [base64.b64encode(data).decode(), name, mime])
+    page.dispatch_event("#results", "dragenter", {"dataTransfer": transfer})
+    page.dispatch_event("#results", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#results", "drop", {"dataTransfer": transfer})
+
+
+def test_type_a_query_and_see_results(page, server):
+    page.goto("/")
+    shot(page, "01-start")
+    page.fill("#q", "red round shapes")
+    page.keyboard.press("Enter")  # keyboard use: Enter searches
+    expect(cards(page).first).to_be_visible()
+    expect(page.locator("#status")).to_contain_text("results")
+    assert cards(page).count() > 5
+    assert "q=red+round+shapes" in page.url
+    scores = [float(s) for s in page.locator("#results .card .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True) and scores[0] <= 1.0
+    # thumbnails load: the image cards' pictures have pixels
+    page.wait_for_function("""() => [...document.querySelectorAll('.card.image img.thumb')]
+                              .every((img) => img.complete && img.naturalWidth > 0)""")
+    shot(page, "02-results")
+    # the URL reflects the query: reloading it gives the same results
+    before = [cards(page).nth(i).get_attribute("data-id") for i in range(cards(page).count())]
+    page.reload()
+    expect(cards(page).first).to_be_visible()
+    assert page.input_value("#q") == "red round shapes"
+    assert [cards(page).nth(i).get_attribute("data-id") for i in range(cards(page).count())] == before
+
+
+def test_modality_chips_k_and_fusion_are_in_the_url(page, server):
+    page.goto("/?q=sea&modality=text&k=3&fusion=rrf")
+    expect(cards(page).first).to_be_visible()
+    assert page.locator('.chip[data-modality="text"]').get_attribute("aria-pressed") == "true"
+    assert page.input_value("#fusion") == "rrf" and page.input_value("#k") == "3"
+    assert cards(page).count() == 3
+    assert set(cards(page).evaluate_all("cards => cards.map((c) => c.dataset.modality)")) == {"text"}
+    page.click('.chip[data-modality="image"]')  # toggling a chip searches again
+    page.wait_for_url("**modality=image**")
+    expect(page.locator("#status")).to_contain_text("results")
+    assert set(cards(page).evaluate_all("cards => cards.map((c) => c.dataset.modality)")) <= {"text", "image"}
+    text_card = page.locator("#results .card.text").first
+    expect(text_card.locator(".visual")).not_to_be_empty()  # a snippet for text
+    shot(page, "03-filtered")
+
+
+def test_drop_an_image_and_see_results(page, server):
+    page.goto("/")
+    data = (server["root"] / "green.png").read_bytes()
+    drop_file(page, data, "green.png", "image/png")
+    expect(page.locator('.qchip[data-kind="image"]')).to_be_visible()
+    expect(page.locator("#status")).to_contain_text("results")
+    first = cards(page).first
+    assert first.locator(".name").inner_text() == "green.png"  # the same picture ranks first
+    assert float(first.locator(".score").inner_text()) > 0.99
+    shot(page, "04-dropped-image")
+
+
+def test_paste_an_image_and_pick_a_sound_file(page, server, tmp_path):
+    page.goto("/")
+    page.evaluate(
+        """async (b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "image.png", { type: "image/png" }));
+            window.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data }));
+        }""", base64.b64encode((server["root"] / "sub dir" / "blue.webp").read_bytes()).decode())
+    expect(page.locator("#status")).to_contain_text("results")
+    assert cards(page).first.locator(".name").inner_text() == "blue.webp"
+    page.set_input_files("#file-input", str(server["root"] / "tone0.wav"))
+    expect(page.locator('.qchip[data-kind="audio"]')).to_be_visible()
+    expect(page.locator("#status")).to_contain_text("results")
+    assert cards(page).first.locator(".name").inner_text() == "tone0.wav"
+
+
+def test_play_an_audio_result(page, server):
+    page.goto("/?q=a+tone&modality=audio")
+    audio_card = page.locator("#results .card.audio").first
+    expect(audio_card).to_be_visible()
+    page.wait_for_function("""() => { const img = document.querySelector('.card.audio .wave img');
+                                      return img && img.complete && img.naturalWidth === 320; }""")
+    audio_card.locator(".wave").click()  # clicking the waveform loads the sound and plays it from there
+    page.wait_for_function("""() => { const a = document.querySelector('.card.audio audio');
+                                      return a && !a.paused && a.currentTime > 0; }""")
+    assert page.evaluate("document.querySelector('.card.audio audio').duration") > 0.4
+    page.wait_for_function("parseFloat(document.querySelector('.card.audio .played').style.width) > 0")
+    shot(page, "05-audio-playing")
+
+
+def test_more_like_this_and_detail_view(page, server):
+    page.goto("/?q=yellow&modality=image")
+    expect(cards(page).first).to_be_visible()
+    target = cards(page).nth(1)
+    target_id, target_name = target.get_attribute("data-id"), target.locator(".name").inner_text()
+    target.locator("button.like").click()
+    page.wait_for_url(f"**like={target_id}**")
+    expect(page.locator('.qchip[data-kind="like"]')).to_contain_text(target_name)
+    expect(page.locator("#status")).to_contain_text("results")
+    assert page.input_value("#q") == ""
+    ids = cards(page).evaluate_all("cards => cards.map((c) => c.dataset.id)")
+    assert ids and target_id not in ids  # the item itself is left out of "more like this"
+    shot(page, "06-more-like-this")
+    cards(page).first.locator("button.details").click()
+    dialog = page.locator("dialog#detail")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("table.meta")).to_contain_text("path")
+    expect(dialog.locator("#detail-open")).to_have_attribute("href", f"/api/items/{ids[0]}/media")
+    shot(page, "07-detail")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.go_back()  # history: back to the words query
+    expect(page.locator("#q")).to_have_value("yellow")
+
+
+def test_record_from_the_microphone(page, server):
+    page.goto("/?modality=audio")
+    page.click("#mic")
+    expect(page.locator("#mic")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_timeout(1500)
+    page.click("#mic")
+    expect(page.locator('.qchip[data-kind="audio"]')).to_contain_text("recording")
+    expect(page.locator("#status")).to_contain_text("results")
+    assert set(cards(page).evaluate_all("cards => cards.map((c) => c.dataset.modality)")) == {"audio"}
+
+
+def test_a_bad_upload_shows_an_error(page, server, tmp_path):
+    page.goto("/")
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is a text file, not a picture\n" * 10)
+    page.set_input_files("#file-input", str(fake))
+    status = page.locator("#status.error")
+    expect(status).to_be_visible()
+    expect(status).to_contain_text("image")
+    assert cards(page).count() == 0
+    shot(page, "08-bad-upload")
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\x00" * (5 * 1024 * 1024))
+    page.set_input_files("#file-input", str(big))
+    expect(page.locator("#status.error")).to_contain_text("too large")
+    page.fill("#q", "still works")
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_contain_text("results")
+
+
+def test_loading_empty_and_error_states(page, server):
+    page.goto("/")
+    release = {"go": False}
+
+    def slow_empty(route):
+        while not release["go"]:
+            page.wait_for_timeout(50)
+        route.fulfill(status=200, content_type="application/json", body='{"results": [], "took_ms": 1.0}')
+
+    page.route("**/api/search", slow_empty)
+    page.fill("#q", "nothing like this")
+    page.keyboard.press("Enter")
+    expect(page.locator("#status.loading")).to_be_visible()
+    shot(page, "09-loading")
+    release["go"] = True
+    expect(page.locator("#status.empty")).to_contain_text("No results")
+    shot(page, "10-empty")
+    page.unroute("**/api/search")
+    page.fill("#q", "")
+    page.keyboard.press("Enter")
+    expect(page.locator("#status.error")).to_be_visible()
+    page.goto("/?q=x&k=5000")
+    expect(page.locator("#status.error")).to_contain_text("k must be")
+
+
+def test_a_1gb_upload_is_refused_and_the_server_keeps_serving(server):
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=10) as sock:
+        sock.sendall(b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 1073741824\r\n\r\n" + b"\x00" * 65536)
+        reply = sock.recv(65536).decode("latin-1")
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    with urllib.request.urlopen(server["url"] + "/api/search?q=apple&k=2", timeout=10) as response:
+        assert len(json.load(response)["results"]) == 2
+
+
+def test_new_items_appear_while_serving(server, tmp_path):
+    """A separate index run adds items; the running server finds them within seconds, without a restart."""
+    extra = tmp_path / "later"
+    extra.mkdir()
+    picture(77, (120, 90)).save(extra / "later.png")
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "index", str(extra)], env=server["env"], cwd=ROOT,
+                   check=True, capture_output=True)
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(server["url"] + "/api/search?q=later&k=100", timeout=10) as response:
+            names = [Path(r["path"]).name for r in json.load(response)["results"]]
+        if "later.png" in names or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "later.png" in names
