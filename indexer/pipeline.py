@@ -121,7 +121,8 @@ class Indexer:
                 tasks.append(Task(entry, row))
             elif row.status == PENDING and row.modality in self.embeddable:
                 tasks.append(Task(entry, row))
-            elif row.status != FAILED and _read_caption(entry.caption_path, self.options.max_text_chars) != row.caption:
+            elif row.status != FAILED and row.caption != _read_caption(entry.caption_path,
+                                                                        self.options.max_text_chars):
                 tasks.append(Task(entry, row, caption_only=True))
             else:
                 report.unchanged += 1
