@@ -191,11 +191,12 @@ def decode_audio(data: bytes, sample_rate: int, max_seconds: float) -> Decoded:
     except (av.FFmpegError, OSError, ValueError) as exc:
         if not chunks:  # a damaged tail after good audio still indexes what decoded
             raise DecodeError(f"cannot decode audio: {_reason(exc)}") from None
-    # "flt" frames are float32 already: no third copy of up to max_seconds of sound
+    # "flt" frames are float32 already: no extra copy of up to max_seconds of sound
     wave = np.concatenate(chunks)[:limit].astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    chunks.clear()  # the frames go before the checks, so at most two copies are ever alive
     if wave.size == 0:
         raise DecodeError("audio stream decodes to no samples")
-    if float(np.abs(wave).max()) < 1e-4:
+    if max(float(wave.max()), -float(wave.min())) < 1e-4:  # np.abs would allocate a third copy
         raise DecodeError("silent audio")
     probed.wave = wave
     if probed.meta.get("duration") is None:
