@@ -485,3 +485,57 @@ def test_the_page_is_served(api):
         assert response.status_code == 200
         response.close()
     assert b"http://" not in page.data and b"https://" not in page.data  # no CDN
+
+
+def test_concurrent_searches_while_another_process_indexes(api, world):
+    """Request threads search while the index is refreshed under them: every answer is a 200."""
+    import threading
+    app = api.application
+    extra = world["base"] / "concurrent"
+    extra.mkdir()
+    failures: list[str] = []
+    done = threading.Event()
+
+    def searcher(number: int) -> None:
+        client = app.test_client()
+        n = 0
+        while not done.is_set() or n < 3:
+            response = client.get(f"/api/search?q=thread+{number}+{n}&k=5")
+            if response.status_code != 200 or len(response.get_json()["results"]) != 5:
+                failures.append(f"{response.status_code} {response.data[:200]!r}")
+            n += 1
+
+    threads = [threading.Thread(target=searcher, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    refreshes = app.extensions["mmsearch"].refreshes
+    try:
+        for n in range(3):
+            picture(50 + n).save(extra / f"c{n}.png")
+            Library(world["settings"]).run_index([extra])
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(60)
+    assert not failures, failures[:3]
+    assert app.extensions["mmsearch"].refreshes > refreshes
+    names = {Path(r["path"]).name for r in api.get("/api/search?q=x&k=200").get_json()["results"]}
+    assert {"c0.png", "c1.png", "c2.png"} <= names
+    Library(world["settings"]).remove([str(extra)])
+
+
+def test_file_field_names_are_never_paths(api, world):
+    """A query file's name is ignored (its bytes are the query); an upload's name is reduced to a safe name."""
+    for name in ["../../../etc/passwd", "/etc/passwd", "..%2F..%2Fetc%2Fpasswd", "C:\\Windows\\win.ini"]:
+        response = api.post("/api/search", data={"image": (io.BytesIO(png_bytes(3)), name), "k": "1"},
+                            content_type="multipart/form-data")
+        assert ids(response) == [world["items"]["yellow.bmp"].id], name
+        response = api.post("/api/search", data={"image": (io.BytesIO(b"root:x:0:0"), name)},
+                            content_type="multipart/form-data")
+        assert error_of(response, 400), name
+        response = api.post("/api/items", data={"file": (io.BytesIO(png_bytes(60)), name + ".png")},
+                            content_type="multipart/form-data", headers=auth())
+        assert response.status_code == 201, response.data
+        item = response.get_json()
+        assert Path(item["path"]).parent == world["settings"].data_path / "uploads"
+        assert ".." not in item["path"] and api.delete(f"/api/items/{item['id']}", headers=auth()).status_code == 200

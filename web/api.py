@@ -9,6 +9,7 @@ import datetime as dt
 import hmac
 import mimetypes
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -246,7 +247,7 @@ def item_upload():
     upload = request.files.get("file")
     if unknown or upload is None:
         raise parse.BadRequest("upload one file in the multipart field 'file'")
-    name = secure_filename(upload.filename or "")
+    name = re.sub(r"\.{2,}", ".", secure_filename(upload.filename or "")).lstrip(".")
     modality = modality_of(name) if name else None
     if modality is None:
         raise ApiError(415, "unsupported_media_type",
