@@ -147,7 +147,7 @@ def test_modality_chips_k_and_fusion_are_in_the_url(page, server):
     assert set(cards(page).evaluate_all("cards => cards.map((c) => c.dataset.modality)")) == {"text"}
     page.click('.chip[data-modality="image"]')  # toggling a chip searches again
     page.wait_for_url("**modality=image**")
-    expect(page.locator("#status")).to_contain_text("results")
+    expect(page.locator('#status[data-state="done"]')).to_contain_text("results")
     assert set(cards(page).evaluate_all("cards => cards.map((c) => c.dataset.modality)")) <= {"text", "image"}
     text_card = page.locator("#results .card.text").first
     expect(text_card.locator(".visual")).not_to_be_empty()  # a snippet for text
@@ -159,9 +159,9 @@ def test_drop_an_image_and_see_results(page, server):
     data = (server["root"] / "green.png").read_bytes()
     drop_file(page, data, "green.png", "image/png")
     expect(page.locator('.qchip[data-kind="image"]')).to_be_visible()
-    expect(page.locator("#status")).to_contain_text("results")
     first = cards(page).first
-    assert first.locator(".name").inner_text() == "green.png"  # the same picture ranks first
+    expect(first.locator(".name")).to_have_text("green.png")  # the same picture ranks first
+    expect(page.locator("#status")).to_contain_text("results")
     assert float(first.locator(".score").inner_text()) > 0.99
     shot(page, "04-dropped-image")
 
@@ -175,12 +175,11 @@ def test_paste_an_image_and_pick_a_sound_file(page, server, tmp_path):
             data.items.add(new File([bytes], "image.png", { type: "image/png" }));
             window.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data }));
         }""", base64.b64encode((server["root"] / "sub dir" / "blue.webp").read_bytes()).decode())
-    expect(page.locator("#status")).to_contain_text("results")
-    assert cards(page).first.locator(".name").inner_text() == "blue.webp"
+    expect(cards(page).first.locator(".name")).to_have_text("blue.webp")
     page.set_input_files("#file-input", str(server["root"] / "tone0.wav"))
     expect(page.locator('.qchip[data-kind="audio"]')).to_be_visible()
+    expect(cards(page).first.locator(".name")).to_have_text("tone0.wav")
     expect(page.locator("#status")).to_contain_text("results")
-    assert cards(page).first.locator(".name").inner_text() == "tone0.wav"
 
 
 def test_play_an_audio_result(page, server):
@@ -205,7 +204,8 @@ def test_more_like_this_and_detail_view(page, server):
     target.locator("button.like").click()
     page.wait_for_url(f"**like={target_id}**")
     expect(page.locator('.qchip[data-kind="like"]')).to_contain_text(target_name)
-    expect(page.locator("#status")).to_contain_text("results")
+    expect(page.locator(f'#results .card[data-id="{target_id}"]')).to_have_count(0)
+    expect(page.locator('#status[data-state="done"]')).to_contain_text("results")
     assert page.input_value("#q") == ""
     ids = cards(page).evaluate_all("cards => cards.map((c) => c.dataset.id)")
     assert ids and target_id not in ids  # the item itself is left out of "more like this"
