@@ -175,6 +175,10 @@ class Library:
                     pass  # only a cache: the next open rebuilds or catches up again
         return self._index
 
+    def index_is_current(self) -> bool:
+        """Whether the loaded index reflects what SQL holds now (cheap: one meta read)."""
+        return self._index is not None and self._index.state.generation == self.store.generation()
+
     def rebuild_index(self) -> SyncReport:
         self.index_path.unlink(missing_ok=True)
         self._index = None

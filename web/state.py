@@ -88,15 +88,10 @@ class Shared:
             return
         self._last_check = now
         library = self.library()
-        generation = library.store.generation()
-        index = library._index  # None until first use
-        if index is not None and index.state.generation == generation:
+        if library.index_is_current():
             return
         with self.rw.write():
-            index = library._index
-            if index is None:
-                library.index()
-            if library._index.state.generation != library.store.generation():
+            if not library.index_is_current():
                 library.index(refresh=True)
                 self.refreshes += 1
 
