@@ -99,13 +99,24 @@ def build_tower(config: AudioConfig, seed: int = RANDOM_SEED) -> AudioTower:
         return AudioTower(config)
 
 
-def windows(wave: np.ndarray, config: AudioConfig) -> np.ndarray:
-    """Cut a mono waveform into whole windows; the last is zero-padded (a short sound is one window)."""
+def window_count(samples: int, config: AudioConfig) -> int:
+    return max(1, -(-samples // config.window_samples))
+
+
+def window(wave: np.ndarray, index: int, config: AudioConfig) -> np.ndarray:
+    """Window ``index`` of a mono waveform; the last is zero-padded (a short sound is one window)."""
     size = config.window_samples
-    count = max(1, -(-len(wave) // size))
-    padded = np.zeros(count * size, np.float32)
-    padded[: len(wave)] = wave
-    return padded.reshape(count, size)
+    piece = wave[index * size:(index + 1) * size]
+    if len(piece) == size:
+        return piece
+    padded = np.zeros(size, np.float32)
+    padded[: len(piece)] = piece
+    return padded
+
+
+def windows(wave: np.ndarray, config: AudioConfig) -> np.ndarray:
+    """All windows of a waveform as one (count, window_samples) array."""
+    return np.stack([window(wave, i, config) for i in range(window_count(len(wave), config))])
 
 
 class AudioEncoder:
@@ -120,16 +131,17 @@ class AudioEncoder:
         self.window_batch = window_batch
 
     def encode_waves(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(waves), self.dim), np.float32)
-        for row, wave in enumerate(waves):
-            chunks = windows(wave, self.config)
-            total = torch.zeros(self.dim)
-            with torch.inference_mode():
-                for start in range(0, len(chunks), self.window_batch):
-                    batch = torch.from_numpy(chunks[start:start + self.window_batch]).to(self.device)
-                    total += self.tower(batch).float().sum(dim=0).cpu()
-            out[row] = F.normalize(total, dim=0).numpy()
-        return out
+        """Windows of all the sounds share tower batches (short sounds fill them together); only one
+        batch of windows is ever copied, so memory does not grow with the length of a sound."""
+        totals = torch.zeros(len(waves), self.dim)
+        pending = [(row, i) for row, wave in enumerate(waves) for i in range(window_count(len(wave), self.config))]
+        with torch.inference_mode():
+            for start in range(0, len(pending), self.window_batch):
+                chunk = pending[start:start + self.window_batch]
+                batch = torch.from_numpy(np.stack([window(waves[row], i, self.config) for row, i in chunk]))
+                embedded = self.tower(batch.to(self.device)).float().cpu()
+                totals.index_add_(0, torch.tensor([row for row, _ in chunk]), embedded)
+        return F.normalize(totals, dim=1).numpy()
 
 
 # --- checkpoints ----------------------------------------------------------------------------------

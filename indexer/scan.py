@@ -9,7 +9,7 @@ IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif"
 TEXT_EXTS = frozenset({".txt", ".md"})
 AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".opus",
                         # the sound track of video containers; a video without one fails "no audio stream"
-                        ".mp4", ".m4v", ".mov", ".webm", ".avi"})
+                        ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 CAPTION_EXT = ".txt"
 
 
