@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def audio_row(args: argparse.Namespace) -> None:
     """The audio tower's row: raw tower on decoded waves vs the whole indexer from files (audio_memory.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run as python -m benchmarks....
     import audio_memory
     audio_args = argparse.Namespace(n=args.audio_n, seconds=5.0, rate=44100, format="wav", batch_size=args.batch_size,
                                     window_batch=32, workers=args.workers, repeat=max(1, args.repeat), device="cpu")

@@ -48,7 +48,7 @@ class Library:
         """The model to use: the flags' choice, else the one the data dir was built with."""
         if self._spec is None:
             stored, source = self.stored_model(), self.store.get_meta("model_source") or {}
-            name = self.settings.model if self.settings.explicit("model") or not stored else source["name"]
+            name = self.settings.model if self.settings.explicit("model") or not stored else source.get("name", self.settings.model)
             pretrained = self.settings.pretrained
             if not self.settings.explicit("pretrained") and stored and name == source.get("name"):
                 pretrained = source.get("pretrained", "")
@@ -114,10 +114,10 @@ class Library:
         """A different audio tower (or --reembed-audio) sends every sound back to be embedded again."""
         identity = self.audio_identity()
         key = encoder_key(identity) if identity else None
+        if key == self.store.get_meta("audio_key") and not reembed:
+            return  # unchanged: the indexer loads the tower only if there are sounds to embed
         if identity is not None:
             self.audio_encoder()  # a tower that cannot load must not discard the sounds' vectors
-        if key == self.store.get_meta("audio_key") and not reembed:
-            return
         with self.store.session() as session:
             self.store.mark_pending(session, modality="audio")
             self.store._set(session, "audio_key", key)
