@@ -1,12 +1,15 @@
 """Generated media collections for tests: varied, deterministic, and with known expected counts."""
 from __future__ import annotations
 
+import fractions
 import io
 import math
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
@@ -60,3 +63,58 @@ def make_collection(root: Path) -> dict:
     picture(8).save(root / ".secret.jpg")
     picture(9).save(root / ".hidden" / "inside.png")
     return {"image": 7, "text": 3, "audio": 1, "failed": 4, "captioned": {"red.jpg": "a red picture with round shapes"}}
+
+
+def encode(container: str, audio_codec: str | None, rate: int, samples: np.ndarray | None, channels: int = 1,
+           options: dict | None = None, video_codec: str | None = None, seconds: float | None = None) -> bytes:
+    """A file made by PyAV: an audio stream of ``samples`` (mono, repeated on every channel) and, with
+    ``video_codec``, a small video stream in the same container. ``audio_codec`` None: video only."""
+    layout = "mono" if channels == 1 else "stereo"
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as out:
+        video = None
+        if video_codec:
+            video = out.add_stream(video_codec, rate=10)
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        if audio_codec:
+            stream = out.add_stream(audio_codec, rate=rate, layout=layout)
+            if options:
+                stream.options = options
+            fmt = av.AudioFormat(stream.codec_context.codec.audio_formats[0].name)
+            step = stream.codec_context.frame_size or 1024
+            for start in range(0, len(samples), step):
+                chunk = samples[start:start + step]
+                if fmt.name.startswith("s16"):
+                    chunk = (chunk * 32767).astype(np.int16)
+                elif fmt.name.startswith("s32"):
+                    chunk = (chunk * 2 ** 31 * 0.99).astype(np.int32)
+                else:
+                    chunk = chunk.astype(np.float32)
+                chunk = np.tile(chunk, (channels, 1)) if fmt.is_planar else np.repeat(chunk, channels).reshape(1, -1)
+                frame = av.AudioFrame.from_ndarray(chunk, format=fmt.name, layout=layout)
+                frame.sample_rate, frame.pts, frame.time_base = rate, start, fractions.Fraction(1, rate)
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        if video is not None:
+            length = seconds if seconds is not None else len(samples) / rate
+            for i in range(max(1, int(length * 10))):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 25) % 256, np.uint8), format="rgb24")
+                frame.pts = i
+                for packet in video.encode(frame):
+                    out.mux(packet)
+            for packet in video.encode(None):
+                out.mux(packet)
+    return buffer.getvalue()
+
+
+def codec(*names: str) -> str:
+    """The first of ``names`` this PyAV build can encode with."""
+    for name in names:
+        try:
+            av.Codec(name, "w")
+        except Exception:
+            continue
+        return name
+    pytest.skip(f"no encoder among {names} in this PyAV build")

@@ -5,7 +5,6 @@ process; checkpoints round-trip and fail in one line; train-audio resumes; bad m
 All media are generated here with PyAV."""
 from __future__ import annotations
 
-import fractions
 import hashlib
 import io
 import json
@@ -29,6 +28,7 @@ from mmsearch.library import Library
 from mmsearch.settings import load_settings
 from search.store import CONTENT, FAILED, OK, Item, Vector
 
+from .media import codec, encode
 from .sounds import make_training_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,64 +39,9 @@ SECONDS = 1.5
 
 # --- generated media --------------------------------------------------------------------------------
 
-def codec(*names: str) -> str:
-    """The first of ``names`` this PyAV build can encode with."""
-    for name in names:
-        try:
-            av.Codec(name, "w")
-        except Exception:
-            continue
-        return name
-    pytest.skip(f"no encoder among {names} in this PyAV build")
-
-
 def tone(rate: int, seconds: float, freq: float = 440.0, amplitude: float = 0.3) -> np.ndarray:
     t = np.arange(int(rate * seconds)) / rate
     return amplitude * np.sin(2 * np.pi * freq * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t)) / 1.3
-
-
-def encode(container: str, audio_codec: str | None, rate: int, samples: np.ndarray | None, channels: int = 1,
-           options: dict | None = None, video_codec: str | None = None, seconds: float | None = None) -> bytes:
-    """A file made by PyAV: an audio stream of ``samples`` (mono, repeated on every channel) and, with
-    ``video_codec``, a small video stream in the same container. ``audio_codec`` None: video only."""
-    layout = "mono" if channels == 1 else "stereo"
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format=container) as out:
-        video = None
-        if video_codec:
-            video = out.add_stream(video_codec, rate=10)
-            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        if audio_codec:
-            stream = out.add_stream(audio_codec, rate=rate, layout=layout)
-            if options:
-                stream.options = options
-            fmt = av.AudioFormat(stream.codec_context.codec.audio_formats[0].name)
-            step = stream.codec_context.frame_size or 1024
-            for start in range(0, len(samples), step):
-                chunk = samples[start:start + step]
-                if fmt.name.startswith("s16"):
-                    chunk = (chunk * 32767).astype(np.int16)
-                elif fmt.name.startswith("s32"):
-                    chunk = (chunk * 2 ** 31 * 0.99).astype(np.int32)
-                else:
-                    chunk = chunk.astype(np.float32)
-                chunk = np.tile(chunk, (channels, 1)) if fmt.is_planar else np.repeat(chunk, channels).reshape(1, -1)
-                frame = av.AudioFrame.from_ndarray(chunk, format=fmt.name, layout=layout)
-                frame.sample_rate, frame.pts, frame.time_base = rate, start, fractions.Fraction(1, rate)
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-            for packet in stream.encode(None):
-                out.mux(packet)
-        if video is not None:
-            length = seconds if seconds is not None else len(samples) / rate
-            for i in range(max(1, int(length * 10))):
-                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 25) % 256, np.uint8), format="rgb24")
-                frame.pts = i
-                for packet in video.encode(frame):
-                    out.mux(packet)
-            for packet in video.encode(None):
-                out.mux(packet)
-    return buffer.getvalue()
 
 
 def wav_bytes(samples: np.ndarray, rate: int = RATE, channels: int = 1) -> bytes:

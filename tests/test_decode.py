@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import fractions
 import io
 import struct
 import time
@@ -15,6 +14,8 @@ import pytest
 from PIL import Image
 
 from indexer.decode import DecodeError, content_hash, decode, decode_image, decode_text, probe_audio
+
+from .media import codec as encoder, encode
 
 BIG = 10_000_000  # a max_pixels that never gets in the way
 
@@ -314,52 +315,10 @@ def test_truncation_counts_characters_not_bytes():
 
 # --- audio ------------------------------------------------------------------------------------------
 
-def encoder(*names):
-    """The first of ``names`` this PyAV build can encode with."""
-    for name in names:
-        if name not in av.codecs_available:
-            continue
-        try:
-            av.Codec(name, "w")
-        except Exception:
-            continue
-        return name
-    pytest.skip(f"no encoder among {names} in this PyAV build")
-
-
 def sine(container, codec, rate, channels=1, seconds=1.0, options=None):
     """A 440 Hz sine of ``seconds`` seconds, encoded by PyAV."""
-    layout = "mono" if channels == 1 else "stereo"
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout=layout)
-        if options:
-            stream.options = options
-        sample_format = av.AudioFormat(stream.codec_context.codec.audio_formats[0].name)
-        total = int(rate * seconds)
-        wave_ = 0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / rate)
-        step = stream.codec_context.frame_size or 1024
-        for start in range(0, total, step):
-            chunk = wave_[start:start + step]
-            if sample_format.name.startswith("s16"):
-                samples = (chunk * 32767).astype(np.int16)
-            elif sample_format.name.startswith("s32"):
-                samples = (chunk * 2 ** 31 * 0.99).astype(np.int32)
-            else:
-                samples = chunk.astype(np.float32)
-            if sample_format.is_planar:
-                samples = np.tile(samples, (channels, 1))
-            else:
-                samples = np.repeat(samples, channels).reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(samples, format=sample_format.name, layout=layout)
-            frame.sample_rate = rate
-            frame.pts = start
-            frame.time_base = fractions.Fraction(1, rate)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buffer.getvalue()
+    wave_ = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)
+    return encode(container, codec, rate, wave_, channels, options)
 
 
 def make_audio(kind, rate, channels=1):
