@@ -110,6 +110,9 @@ def index(ctx: _Context, paths: tuple[str, ...], reembed: bool, reembed_audio: b
 @click.option("--fusion", type=click.Choice(["early", "rrf", "relative"]), default="early", show_default=True,
               help="early: one weighted vector; rrf / relative: each part searched alone, lists fused.")
 @click.option("--rrf-k", type=click.IntRange(1), default=60, show_default=True)
+@click.option("--index", "index_name", type=click.Choice(["fused", "modality"]),
+              help="Late fusion: search the fused index, or one index per modality "
+                   "(default: modality when MMSEARCH_MODALITY_INDEXES is on).")
 @click.option("--explain", is_flag=True, help="Show each part's score (and rank, for late fusion) per result.")
 @click.option("--exclude-self", is_flag=True, help="Leave --like items and their exact duplicates out.")
 @click.option("--dedupe", help="'hash' (exact duplicates) or a similarity threshold such as 0.95.")
@@ -124,7 +127,7 @@ def index(ctx: _Context, paths: tuple[str, ...], reembed: bool, reembed_audio: b
 @_command
 def search(ctx: _Context, query: str | None, images: tuple[str, ...], sounds: tuple[str, ...],
            likes: tuple[int, ...], k: int, offset: int, modalities: tuple[str, ...], fusion: str, rrf_k: int,
-           explain: bool, exclude_self: bool, dedupe: str | None, path_prefix: str | None,
+           index_name: str | None, explain: bool, exclude_self: bool, dedupe: str | None, path_prefix: str | None,
            path_glob: str | None, since, until, date_field: str, min_size: int | None, max_size: int | None,
            has_caption: bool | None) -> None:
     """Search by QUERY (words, "phrases", 2:weights, + and - terms, like:ID, image/sound paths),
@@ -141,12 +144,13 @@ def search(ctx: _Context, query: str | None, images: tuple[str, ...], sounds: tu
                       date_from=since, date_to=until, date_field=date_field, min_size=min_size,
                       max_size=max_size, has_caption=has_caption)
     request = SearchRequest(parts, k=k, offset=offset, filters=filters, fusion=fusion, rrf_k=rrf_k,
-                            explain=explain, exclude_self=exclude_self, dedupe=_dedupe(dedupe))
+                            explain=explain, exclude_self=exclude_self, dedupe=_dedupe(dedupe), index=index_name)
     library = ctx.library()
     for kind in {p.kind for p in parts} - {"item"}:
         library.query_encoder(kind)  # load models before the clock starts
     response = library.search(request)
-    document = {"results": [h.as_dict() for h in response.results], "took_ms": round(response.took_ms, 2)}
+    document = {"results": [h.as_dict() for h in response.results], "took_ms": round(response.took_ms, 2),
+                "fusion": fusion, "index": response.index}
     if response.next_offset is not None:
         document["next"] = response.next_offset
     ctx.emit(document, _format_hits)

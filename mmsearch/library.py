@@ -8,16 +8,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import faiss
 import numpy as np
 from sqlalchemy import func, select
 
 from search.query import Searcher, SearchResponse
 from search.request import SearchRequest
-from search.store import CONTENT, OK, Item, Store, Vector
+from search.store import CONTENT, FUSED, MODALITY_SPACES, OK, Item, Store, Vector
 from search.vector_index import FaissIndex, IndexState, SyncReport, check, sync
 from encoders.identity import RANDOM, ModelSpec, describe, encoder_key, file_checksum
 
@@ -37,7 +39,8 @@ class Library:
         self._encoder: Any = None
         self._audio_encoder: Any = None
         self._spec: Any = None
-        self._index: FaissIndex | None = None
+        self._indexes: dict[str, FaissIndex] = {}  # by space: the fused index, and per-modality ones
+        self._index_lock = threading.RLock()  # web threads may open a space at the same moment
         self.last_sync: SyncReport | None = None
 
     # --- model ------------------------------------------------------------------------------------
@@ -149,40 +152,74 @@ class Library:
     # --- vector index -----------------------------------------------------------------------------
     @property
     def index_path(self) -> Path:
-        return self.data_path / INDEX_FILE
+        return self.index_file(FUSED)
 
-    def _wanted_index(self) -> IndexState:
+    def index_file(self, space: str) -> Path:
+        return self.data_path / (INDEX_FILE if space == FUSED else INDEX_FILE.replace(".", f".{space}.", 1))
+
+    def kept_spaces(self) -> list[str]:
+        """The indexes kept in step with SQL: the fused one, and one per item modality when configured."""
+        return [FUSED, *MODALITY_SPACES] if self.settings.modality_indexes else [FUSED]
+
+    def _wanted_index(self, space: str = FUSED) -> IndexState:
         stored = self.stored_model()
         weights = json.dumps(self.settings.modality_weights, sort_keys=True)
         if stored is None:
-            return IndexState(0, "", 0, self.settings.index_type, weights)
-        return IndexState(0, encoder_key(stored), int(stored["dim"]), self.settings.index_type, weights)
+            return IndexState(0, "", 0, self.settings.index_type, weights, space)
+        return IndexState(0, encoder_key(stored), int(stored["dim"]), self._factory(space), weights, space)
 
-    def index(self, refresh: bool = False) -> FaissIndex:
-        """The vector index, checked against SQL and caught up or rebuilt when stale, then saved."""
-        if self._index is None or refresh:
-            want = self._wanted_index()
+    def _factory(self, space: str) -> str:
+        """The configured index type; a modality space too small to train it (fewer vectors than IVF lists)
+        is searched exactly instead, so a few captions never stop a large collection's index."""
+        factory = self.settings.index_type
+        if space == FUSED or factory == "Flat":
+            return factory
+        try:
+            ivf = faiss.try_extract_index_ivf(faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT))
+        except RuntimeError:
+            return factory  # invalid: the fused index reports it
+        return "Flat" if ivf is not None and len(self.store.vector_ids(space)) < ivf.nlist else factory
+
+    def index(self, refresh: bool = False, space: str = FUSED) -> FaissIndex:
+        """A space's vector index, checked against SQL and caught up or rebuilt when stale, then saved."""
+        with self._index_lock:
+            current = self._indexes.get(space)
+            if current is not None and not refresh:
+                return current
+            want = self._wanted_index(space)
             if want.dim == 0:
-                self._index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights))
-                return self._index
-            cached = self._index if self._index is not None else FaissIndex.load(self.index_path)
-            self._index, self.last_sync = sync(cached, self.store, want)
-            self._index.nprobe = self.settings.nprobe
-            if self.last_sync.action != "fresh":
-                try:
-                    self._index.save(self.index_path)
-                except OSError:
-                    pass  # only a cache: the next open rebuilds or catches up again
-        return self._index
+                index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights, space))
+            else:
+                cached = current if current is not None else FaissIndex.load(self.index_file(space))
+                index, report = sync(cached, self.store, want)
+                index.nprobe = self.settings.nprobe
+                if space == FUSED:
+                    self.last_sync = report
+                if report.action != "fresh":
+                    try:
+                        index.save(self.index_file(space))
+                    except OSError:
+                        pass  # only a cache: the next open rebuilds or catches up again
+            self._indexes[space] = index
+            return index
+
+    def refresh(self) -> None:
+        """Bring every kept or opened index up to what SQL holds."""
+        with self._index_lock:
+            for space in dict.fromkeys([*self.kept_spaces(), *self._indexes]):
+                self.index(refresh=True, space=space)
 
     def index_is_current(self) -> bool:
-        """Whether the loaded index reflects what SQL holds now (cheap: one meta read)."""
-        return self._index is not None and self._index.state.generation == self.store.generation()
+        """Whether the loaded indexes reflect what SQL holds now (cheap: one meta read)."""
+        generation = self.store.generation()
+        return FUSED in self._indexes and all(i.state.generation == generation for i in self._indexes.values())
 
     def rebuild_index(self) -> SyncReport:
-        self.index_path.unlink(missing_ok=True)
-        self._index = None
-        self.index()
+        with self._index_lock:
+            for space in (FUSED, *MODALITY_SPACES):
+                self.index_file(space).unlink(missing_ok=True)
+            self._indexes.clear()
+            self.refresh()
         return self.last_sync
 
     def verify(self) -> list[str]:
@@ -192,6 +229,10 @@ class Library:
         problems: list[str] = []
         if dim:
             problems += check(FaissIndex.load(self.index_path), self.store, want)
+            for space in MODALITY_SPACES:  # built on demand: only a file that exists must agree
+                if self.index_file(space).exists():
+                    problems += [f"{space} index: {p}" for p in
+                                 check(FaissIndex.load(self.index_file(space)), self.store, self._wanted_index(space))]
         with self.store.session() as session:
             audio_key = self.store._get(session, "audio_key")
             own_audio = (Vector.part == CONTENT) & (Item.modality == "audio")
@@ -236,8 +277,8 @@ class Library:
 
     # --- operations -------------------------------------------------------------------------------
     def searcher(self) -> Searcher:
-        return Searcher(self.store, self.index())
-
+        return Searcher(self.store, self.index(), lambda space: self.index(space=space),
+                        "modality" if self.settings.modality_indexes else FUSED)
 
     def run_index(self, roots: Sequence[str], reembed: bool = False, progress: bool = False,
                   reembed_audio: bool = False):
@@ -254,7 +295,7 @@ class Library:
                                      max_audio_seconds=self.settings.max_audio_seconds, progress=progress)
             audio = self.audio_encoder if self.audio_identity() else None
             report = Indexer(self.store, self.encoder, options, audio).run(roots)
-            self.index(refresh=True)
+            self.refresh()
         return report
 
     def train_audio(self, manifest: str, options: Any, checkpoint: str | None = None,
@@ -341,7 +382,7 @@ class Library:
             for path in paths:
                 ids += self.store.ids_under(os.path.abspath(os.path.expanduser(path)))
             removed = self.store.remove_ids(ids)
-            self.index(refresh=True)
+            self.refresh()
         return removed
 
     def stats(self) -> dict[str, Any]:
@@ -349,7 +390,9 @@ class Library:
         want = self._wanted_index()
         return {**self.store.counts(), "model": self.stored_model(),
                 "index": {"type": want.factory, "ntotal": index.ntotal, "dim": want.dim or None,
-                          "device": index.device}}
+                          "device": index.device,
+                          "modality_indexes": {space: self.index(space=space).ntotal
+                                               for space in self.kept_spaces() if space != FUSED}}}
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:

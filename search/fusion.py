@@ -7,7 +7,7 @@ An item missing from a part's list contributes nothing for that part; negative w
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -31,22 +31,33 @@ def weighted_mean(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np
 
 
 def rrf(ranked: Sequence[Sequence[int]], weights: Sequence[float], k: int = 60) -> dict[int, float]:
+    return rrf_ranks([{item_id: rank for rank, item_id in enumerate(ids, start=1)} for ids in ranked], weights, k)
+
+
+def rrf_ranks(ranks: Sequence[Mapping[int, int]], weights: Sequence[float], k: int = 60) -> dict[int, float]:
+    """RRF over lists given as item id → rank (from 1), for lists known only at the items that matter."""
     scores: dict[int, float] = {}
-    for ids, weight in zip(ranked, weights):
-        for rank, item_id in enumerate(ids, start=1):
+    for by_id, weight in zip(ranks, weights):
+        for item_id, rank in by_id.items():
             scores[item_id] = scores.get(item_id, 0.0) + weight / (k + rank)
     return scores
 
 
 def relative(scored: Sequence[Sequence[tuple[int, float]]], weights: Sequence[float]) -> dict[int, float]:
-    fused: dict[int, float] = {}
-    for hits, weight in zip(scored, weights):
-        if not hits:
-            continue
+    lists = []
+    for hits in scored:
         values = [s for _, s in hits]
-        low, high = min(values), max(values)
+        lists.append((dict(hits), min(values, default=0.0), max(values, default=0.0)))
+    return relative_ranges(lists, weights)
+
+
+def relative_ranges(lists: Sequence[tuple[Mapping[int, float], float, float]], weights: Sequence[float]
+                    ) -> dict[int, float]:
+    """Relative-score fusion over lists given as (item id → score, list minimum, list maximum)."""
+    fused: dict[int, float] = {}
+    for (scores, low, high), weight in zip(lists, weights):
         span = high - low
-        for item_id, score in hits:
+        for item_id, score in scores.items():
             norm = (score - low) / span if span > 0 else 1.0
             fused[item_id] = fused.get(item_id, 0.0) + weight * norm
     return fused

@@ -12,10 +12,10 @@ from mmsearch.errors import MMSearchError
 
 from . import fusion
 from .request import Filters, QueryPart, SearchRequest
-from .store import Item, Store
+from .store import FUSED, MODALITY_SPACES, Item, Store
 from .vector_index import FaissIndex
 
-LATE_DEPTH = 100  # each part's list in late fusion reaches at least this deep
+LATE_DEPTH = 100  # each positive part's list in late fusion reaches at least this deep
 
 
 @dataclass
@@ -38,12 +38,31 @@ class SearchResponse:
     took_ms: float
     next_offset: int | None = None
     parts: list[dict] = field(default_factory=list)
+    index: str = FUSED  # the index the lists came from: "fused", or "modality" for per-modality spaces
+
+
+@dataclass
+class RankedList:
+    """One late-fusion list: a query part searched in one space, known at the items that matter."""
+
+    part: int
+    space: str
+    weight: float
+    scores: dict[int, float]
+    ranks: dict[int, int]
+    low: float  # the list's score range, for relative-score fusion
+    high: float
 
 
 class Searcher:
-    def __init__(self, store: Store, index: FaissIndex):
+    def __init__(self, store: Store, index: FaissIndex, spaces: Callable[[str], FaissIndex] | None = None,
+                 late_index: str = FUSED):
+        """``spaces`` opens a per-modality index by space name; ``late_index`` is what late fusion
+        searches unless a request says otherwise ("fused", or "modality" when spaces are given)."""
         self.store = store
         self.index = index
+        self.spaces = spaces
+        self.late_index = late_index if spaces is not None else FUSED
 
     # --- single vector ------------------------------------------------------------------------------
     def by_vector(self, vector: np.ndarray, k: int, modalities: Sequence[str] | None = None,
@@ -76,10 +95,12 @@ class Searcher:
         """The item's vector in the main index: fused with its caption when it has one."""
         return self.store.index_vector(item_id, self.index.state.weight_map())
 
-    def _search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-        if self.index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
+    def _search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None, index: FaissIndex | None = None
+                ) -> list[tuple[int, float]]:
+        index = index or self.index
+        if index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
             return []
-        scores, ids = self.index.search(vector, k, allowed)
+        scores, ids = index.search(vector, k, allowed)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def _hits(self, pairs: list[tuple[int, float]]) -> list[Hit]:
@@ -96,14 +117,24 @@ class Searcher:
         excluded = self._excluded(request)
         want = request.offset + request.k
         depth = want + len(excluded) + (want if request.dedupe is not None else 0) + 1  # +1: is there more?
-        per_part: list[list[tuple[int, float]]] = []
+        lists: list[RankedList] = []
+        used = FUSED
         if request.fusion == "early":
             ranked = self._search(fusion.early(vectors, weights), depth, allowed)
         else:
-            per_part = [self._search(v, max(depth, LATE_DEPTH), allowed) for v in vectors]
-            fused = (fusion.rrf([[i for i, _ in hits] for hits in per_part], weights, request.rrf_k)
-                     if request.fusion == "rrf" else fusion.relative(per_part, weights))
-            ranked = sorted(fused.items(), key=lambda p: (-p[1], p[0]))
+            used = request.index or self.late_index
+            if used == "modality" and self.spaces is None:
+                raise MMSearchError("per-modality indexes are not available here")
+            lists = self._late_lists(request, vectors, max(depth, LATE_DEPTH), allowed, used)
+            fused = (fusion.rrf_ranks([l.ranks for l in lists], [l.weight for l in lists], request.rrf_k)
+                     if request.fusion == "rrf" else
+                     fusion.relative_ranges([(l.scores, l.low, l.high) for l in lists], [l.weight for l in lists]))
+            best: dict[int, float] = {}  # ties (each modality's first is 1/(k+1)) go to the closer match
+            for ranked_list in lists:
+                if ranked_list.weight > 0:
+                    for item_id, score in ranked_list.scores.items():
+                        best[item_id] = max(score, best.get(item_id, -np.inf))
+            ranked = sorted(fused.items(), key=lambda p: (-p[1], -best.get(p[0], -np.inf), p[0]))
         likes = [p.value for p in request.parts if p.kind == "item"]
         if len(request.parts) == 1 and likes and not request.exclude_self:
             ranked.sort(key=lambda p: (p[0] != likes[0], -p[1]))
@@ -113,11 +144,61 @@ class Searcher:
         page = ranked[request.offset:want]
         hits = self._hits(page)
         if request.explain:
-            self._explain(hits, request.parts, vectors, per_part)
+            self._explain(hits, request.parts, vectors, lists)
         next_offset = want if len(ranked) > want else None
         took = (time.perf_counter() - started) * 1000
         described = [{"label": p.label, "kind": p.kind, "weight": p.weight} for p in request.parts]
-        return SearchResponse(hits, took, next_offset, described)
+        return SearchResponse(hits, took, next_offset, described, used)
+
+    # --- late fusion --------------------------------------------------------------------------------
+    def _space_names(self, used: str, filters: Filters) -> list[str]:
+        if used == FUSED:
+            return [FUSED]
+        return [s for s in MODALITY_SPACES if s in (filters.modalities or MODALITY_SPACES)]
+
+    def _open(self, space: str) -> FaissIndex:
+        return self.index if space == FUSED else self.spaces(space)
+
+    def _late_lists(self, request: SearchRequest, vectors: list[np.ndarray], depth: int,
+                    allowed: np.ndarray | None, used: str) -> list[RankedList]:
+        """Positive parts: each space's top ``depth``. Negative parts: the exact global rank and score of
+        every candidate the positive parts found, so a penalty never stops at a list's depth."""
+        spaces = [(s, self._open(s)) for s in self._space_names(used, request.filters)]
+        spaces = [(s, index) for s, index in spaces if index.ntotal]
+        lists: list[RankedList] = []
+        for n, (part, vector) in enumerate(zip(request.parts, vectors)):
+            if part.weight < 0:
+                continue
+            for space, index in spaces:
+                hits = self._search(vector, depth, allowed, index)
+                if hits:
+                    lists.append(RankedList(n, space, part.weight, dict(hits),
+                                            {i: r for r, (i, _) in enumerate(hits, start=1)},
+                                            min(s for _, s in hits), max(s for _, s in hits)))
+        candidates = sorted({i for ranked in lists for i in ranked.ranks})
+        for n, (part, vector) in enumerate(zip(request.parts, vectors)):
+            if part.weight > 0 or not candidates:
+                continue
+            for space, index in spaces:
+                found = self._exact(space, index, vector, candidates, allowed)
+                if found is not None:
+                    lists.append(RankedList(n, space, part.weight, *found))
+        return lists
+
+    def _exact(self, space: str, index: FaissIndex, vector: np.ndarray, candidates: list[int],
+               allowed: np.ndarray | None):
+        """(scores, ranks, low, high) of the candidates in one space's full ranking for this vector."""
+        mine = self.store.space_vectors(space, candidates, self.index.state.weight_map())
+        if not mine:
+            return None
+        floor = float(min(np.stack(list(mine.values())) @ vector)) - 1e-5
+        scores, ids = index.scores_from(vector, floor, allowed)  # everything that outscores a candidate
+        keep = np.isin(ids, np.fromiter(mine, np.int64))
+        if not keep.any():
+            return None
+        ranks = dict(zip(ids[keep].tolist(), (np.nonzero(keep)[0] + 1).tolist()))
+        kept = scores[keep]
+        return dict(zip(ids[keep].tolist(), kept.tolist())), ranks, float(kept.min()), float(scores[0])
 
     def _excluded(self, request: SearchRequest) -> set[int]:
         if not request.exclude_self:
@@ -147,15 +228,17 @@ class Searcher:
         return kept
 
     def _explain(self, hits: list[Hit], parts: list[QueryPart], vectors: list[np.ndarray],
-                 per_part: list[list[tuple[int, float]]]) -> None:
-        """Each result's similarity to each part, and its rank in that part's own list (late fusion)."""
-        ranks = [{item_id: rank for rank, (item_id, _) in enumerate(hits_, start=1)} for hits_ in per_part]
+                 lists: list[RankedList]) -> None:
+        """Each result's similarity to each part, with its own vectors' similarities (content, caption) so a
+        caption match shows as one; for late fusion, its rank in that part's list (of its modality)."""
+        own = self.store.part_vectors([hit.id for hit in hits])
         for hit in hits:
             vector = self._vector(hit.id)
             hit.parts = []
             for n, (part, query) in enumerate(zip(parts, vectors)):
                 entry = {"label": part.label, "weight": part.weight,
-                         "score": float(vector @ query) if vector is not None else None}
-                if ranks:
-                    entry["rank"] = ranks[n].get(hit.id)
+                         "score": float(vector @ query) if vector is not None else None,
+                         "vectors": {name: float(v @ query) for name, v in sorted(own.get(hit.id, {}).items())}}
+                if lists:
+                    entry["rank"] = next((l.ranks[hit.id] for l in lists if l.part == n and hit.id in l.ranks), None)
                 hit.parts.append(entry)

@@ -9,6 +9,7 @@ from mmsearch.errors import MMSearchError
 
 KINDS = ("text", "image", "audio", "item")
 FUSIONS = ("early", "rrf", "relative")
+INDEXES = ("fused", "modality")  # what late fusion searches: the fused item vectors, or one index per modality
 MODALITIES = ("image", "audio", "text")
 MAX_K = 1000
 
@@ -80,6 +81,7 @@ class SearchRequest:
     explain: bool = False
     exclude_self: bool = False  # for item parts: leave the item (and its exact duplicates) out
     dedupe: str | float | None = None  # "hash", or a cosine threshold for near duplicates
+    index: str | None = None  # late fusion only; None: the data dir's default (settings.modality_indexes)
 
     def __post_init__(self) -> None:
         if not self.parts:
@@ -90,6 +92,12 @@ class SearchRequest:
             raise MMSearchError("offset must be a non-negative integer")
         if self.fusion not in FUSIONS:
             raise MMSearchError(f"unknown fusion {self.fusion!r}: use early, rrf or relative")
+        if self.index is not None and self.index not in INDEXES:
+            raise MMSearchError(f"unknown index {self.index!r}: use fused or modality")
+        if self.fusion == "early" and self.index == "modality":
+            raise MMSearchError("index 'modality' needs late fusion: use fusion rrf or relative")
+        if self.fusion != "early" and all(p.weight < 0 for p in self.parts):
+            raise MMSearchError("late fusion needs at least one part with a positive weight")
         if not isinstance(self.rrf_k, int) or self.rrf_k < 1:
             raise MMSearchError("rrf_k must be a positive integer")
         if self.dedupe not in (None, "hash") and not (isinstance(self.dedupe, float) and 0 < self.dedupe <= 1):

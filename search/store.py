@@ -24,6 +24,10 @@ SCHEMA_VERSION = 1
 OK, PENDING, FAILED = "ok", "pending", "failed"
 CONTENT = "content"  # the item's own modality: pixels, words or sound
 CAPTION = "caption"  # the text of a caption sidecar, embedded by the text tower
+FUSED = "fused"  # the main index's space: one fused vector per item
+# Per-modality indexes beside it, for late fusion: the same fused vectors, split by the item's modality, so
+# each modality is ranked on its own and searched without scanning the others.
+MODALITY_SPACES = ("image", "audio", "text")
 
 
 class Base(DeclarativeBase):
@@ -106,6 +110,18 @@ def fuse_parts(parts: Mapping[str, np.ndarray], modality: str, weights: Mapping[
     return (fused / norm).astype(np.float32) if norm > 1e-6 else content.copy()
 
 
+def _modality(space: str) -> str:
+    if space not in MODALITY_SPACES:
+        raise ValueError(f"unknown vector space {space!r}")
+    return space
+
+
+def _space_query(space: str, query):
+    """Restrict a query over Vector to one space's items: those with a content vector (of one modality)."""
+    query = query.where(Vector.part == CONTENT)
+    return query if space == FUSED else query.join(Item).where(Item.modality == _modality(space))
+
+
 def vector_bytes(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
@@ -176,31 +192,34 @@ class Store:
         return generation
 
     # --- vectors ----------------------------------------------------------------------------------
-    def vector_ids(self, part: str = CONTENT) -> np.ndarray:
+    def vector_ids(self, space: str = FUSED) -> np.ndarray:
+        """Ids of the items with a vector in this space (FUSED or one of MODALITY_SPACES)."""
         with self.session() as session:
-            ids = session.scalars(select(Vector.item_id).where(Vector.part == part)).all()
+            ids = session.scalars(_space_query(space, select(Vector.item_id))).all()
         return np.asarray(ids, dtype=np.int64)
 
     def iter_vectors(self, weights: Mapping[str, float], since_generation: int | None = None,
-                     ids: Sequence[int] | None = None, batch: int = 10_000
+                     ids: Sequence[int] | None = None, batch: int = 10_000, space: str = FUSED
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (ids, matrix) chunks of item vectors, so a rebuild never holds two copies of a collection.
+        """Yield (ids, matrix) chunks of one space's vectors, so a rebuild never holds two copies of a collection.
 
-        An item vector is its content vector, or normalise(w[modality]·content + w[text]·caption) for an
+        A fused item vector is its content vector, or normalise(w[modality]·content + w[text]·caption) for an
         item with a caption; weights live in configuration, so changing them only rebuilds the index."""
         if ids is not None:  # bounded IN lists: databases cap the number of bound parameters
             for start in range(0, len(ids), 500):
                 chunk = [int(i) for i in ids[start:start + 500]]
-                yield from self._item_vectors(weights, since_generation, chunk, batch)
+                yield from self._space_vectors(space, weights, since_generation, chunk, batch)
         else:
-            yield from self._item_vectors(weights, since_generation, None, batch)
+            yield from self._space_vectors(space, weights, since_generation, None, batch)
 
-    def _item_vectors(self, weights: Mapping[str, float], since_generation: int | None, ids: list[int] | None,
-                      batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _space_vectors(self, space: str, weights: Mapping[str, float], since_generation: int | None,
+                       ids: list[int] | None, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         has_content = select(Vector.item_id).where(Vector.part == CONTENT)
         query = (select(Vector.item_id, Vector.part, Vector.data, Item.modality).join(Item)
                  .where(Vector.part.in_((CONTENT, CAPTION)), Vector.item_id.in_(has_content))
                  .order_by(Vector.item_id, Vector.part))
+        if space != FUSED:
+            query = query.where(Item.modality == _modality(space))
         if since_generation is not None:
             query = query.where(Vector.item_id.in_(select(Vector.item_id)
                                                    .where(Vector.generation > since_generation)))
@@ -220,6 +239,22 @@ class Store:
                     out_ids, out_vectors = [], []
         if out_ids:
             yield np.asarray(out_ids, np.int64), np.stack(out_vectors)
+
+    def space_vectors(self, space: str, ids: Sequence[int], weights: Mapping[str, float]) -> dict[int, np.ndarray]:
+        """Some items' vectors in one space, by id (items without one are left out)."""
+        return {int(i): v for chunk_ids, chunk in self.iter_vectors(weights, ids=list(ids), space=space)
+                for i, v in zip(chunk_ids, chunk)}
+
+    def part_vectors(self, ids: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
+        """Each item's stored vectors by part (content, caption): what its fused vector is made of."""
+        out: dict[int, dict[str, np.ndarray]] = {}
+        with self.session() as session:
+            for start in range(0, len(ids), 500):
+                rows = session.execute(select(Vector.item_id, Vector.part, Vector.data)
+                                       .where(Vector.item_id.in_([int(i) for i in ids[start:start + 500]])))
+                for item_id, part, data in rows:
+                    out.setdefault(item_id, {})[part] = np.frombuffer(data, dtype="<f4").copy()
+        return out
 
     def index_vector(self, item_id: int, weights: Mapping[str, float]) -> np.ndarray | None:
         """The vector an item has in the main index (fused with its caption when it has one)."""

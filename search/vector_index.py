@@ -16,7 +16,7 @@ import numpy as np
 
 from mmsearch.errors import MMSearchError
 
-from .store import Store
+from .store import FUSED, Store
 
 
 @dataclass
@@ -26,13 +26,14 @@ class IndexState:
     dim: int
     factory: str
     weights: str = "{}"  # JSON of the per-modality fusion weights the item vectors were made with
+    space: str = FUSED  # which vectors: fused item vectors, or one of store.MODALITY_SPACES
 
     def layout(self) -> str:
-        return f"{self.encoder}/{self.dim}d/{self.factory}/weights {self.weights}"
+        return f"{self.space} {self.encoder}/{self.dim}d/{self.factory}/weights {self.weights}"
 
     def same_layout(self, other: "IndexState") -> bool:
-        return (self.encoder, self.dim, self.factory, self.weights) == \
-            (other.encoder, other.dim, other.factory, other.weights)
+        return (self.space, self.encoder, self.dim, self.factory, self.weights) == \
+            (other.space, other.encoder, other.dim, other.factory, other.weights)
 
     def weight_map(self) -> dict[str, float]:
         return json.loads(self.weights)
@@ -136,6 +137,22 @@ class FaissIndex:
             params = faiss.SearchParameters(sel=selector)
         return self.cpu.search(queries, k, params=params)
 
+    def scores_from(self, query: np.ndarray, floor: float, allowed_ids: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every (score, id) scoring above ``floor``, best first: the exact head of a full ranking."""
+        query = np.ascontiguousarray(np.atleast_2d(query), np.float32)
+        if self.ntotal == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        ivf = faiss.try_extract_index_ivf(self.cpu.index)
+        params = faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist)) if ivf is not None \
+            else faiss.SearchParameters()
+        selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)) if allowed_ids is not None else None
+        if selector is not None:
+            params.sel = selector  # the local name keeps the selector alive through the search
+        _, scores, ids = self.cpu.range_search(query, float(floor), params=params)
+        order = np.argsort(-scores, kind="stable")
+        return scores[order], ids[order].astype(np.int64)
+
 
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -166,7 +183,7 @@ def check(index: FaissIndex | None, store: Store, want: IndexState) -> list[str]
     generation = store.generation()
     if index.state.generation != generation:
         problems.append(f"index reflects generation {index.state.generation}, database is at {generation}")
-    index_ids, sql_ids = index.ids(), store.vector_ids()
+    index_ids, sql_ids = index.ids(), store.vector_ids(want.space)
     if len(np.unique(index_ids)) != len(index_ids):
         problems.append("index holds duplicate ids")
     if len(index_ids) != len(sql_ids):
@@ -186,7 +203,7 @@ def sync(index: FaissIndex | None, store: Store, want: IndexState) -> tuple[Fais
         try:
             report = _catch_up(index, store, index.state.generation)
             index.state.generation = generation
-            if not _count_matches(index, store):
+            if not _count_matches(index, store, want.space):
                 raise RuntimeError("count mismatch after catch-up")
             return index, report
         except RuntimeError:  # e.g. an index type without remove_ids: rebuild instead
@@ -194,30 +211,30 @@ def sync(index: FaissIndex | None, store: Store, want: IndexState) -> tuple[Fais
     return _rebuild(store, replace(want, generation=generation))
 
 
-def _count_matches(index: FaissIndex, store: Store) -> bool:
+def _count_matches(index: FaissIndex, store: Store, space: str) -> bool:
     ids = index.ids()
-    return len(np.unique(ids)) == len(ids) == len(store.vector_ids())
+    return len(np.unique(ids)) == len(ids) == len(store.vector_ids(space))
 
 
 def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
-    weights = index.state.weight_map()
-    sql_ids = store.vector_ids()
+    weights, space = index.state.weight_map(), index.state.space
+    sql_ids = store.vector_ids(space)
     index_ids = index.ids()
-    changed = list(store.iter_vectors(weights, since_generation=since))
+    changed = list(store.iter_vectors(weights, since_generation=since, space=space))
     changed_ids = np.concatenate([ids for ids, _ in changed]) if changed else np.zeros(0, np.int64)
     stale = np.union1d(np.setdiff1d(index_ids, sql_ids), np.intersect1d(changed_ids, index_ids))
     index.remove(stale)
     for ids, vectors in changed:
         index.add(ids, vectors)
     missing = np.setdiff1d(np.setdiff1d(sql_ids, index_ids), changed_ids)
-    for ids, vectors in store.iter_vectors(weights, ids=missing) if len(missing) else ():
+    for ids, vectors in store.iter_vectors(weights, ids=missing, space=space) if len(missing) else ():
         index.add(ids, vectors)
     return SyncReport("caught-up", added=len(changed_ids) + len(missing), removed=len(stale))
 
 
 def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
     index = FaissIndex(state)
-    chunks = store.iter_vectors(state.weight_map())
+    chunks = store.iter_vectors(state.weight_map(), space=state.space)
     if not index.cpu.is_trained:  # IVF-style indexes train on everything SQL holds
         chunks = list(chunks)
         if chunks:

@@ -146,6 +146,12 @@ def test_fusion_explain_and_weights(api, world):
     assert all(len(r["parts"]) == 2 and r["parts"][0]["rank"] for r in body["results"])
     negative = ids(api.post("/api/search", json={"text": 'bread - "sea"', "k": 20, "fusion": "early"}))
     assert negative
+    assert (body["fusion"], body["index"]) == ("rrf", "modality")  # the data dir default: modality indexes
+    for result in body["results"]:  # each part scored against each vector the item has
+        assert set(result["parts"][0]["vectors"]) == {"content"} | ({"caption"} if result.get("caption") else set())
+    fused = api.get("/api/search", query_string={"q": "bread", "fusion": "relative", "index": "fused"}).get_json()
+    assert (fused["fusion"], fused["index"]) == ("relative", "fused") and fused["results"]
+    assert api.post("/api/search", json={"text": "bread"}).get_json()["index"] == "fused"  # early: fused only
 
 
 def test_multipart_image_and_audio_files(api, world):
@@ -194,6 +200,7 @@ def test_query_text_that_names_a_file_is_searched_as_words(api, world):
     {"text": "x", "filters": {"date_field": "ctime"}}, {"text": "x", "filters": {"path_prefix": 7}},
     {"text": "x", "explain": "perhaps"}, {"text": "x", "weights": [1, 2]}, {"text": "x", "weights": ["a"]},
     {"text": "x", "dedupe": "fuzzy"}, {"text": "x", "dedupe": 2}, {"text": "x", "rrf_k": 0},
+    {"text": "x", "index": "hnsw"}, {"text": "x", "index": "modality"}, {"text": "-x", "fusion": "rrf"},
     {"text": "x", "unknown_field": 1}, {"parts": {}}, {"parts": [1]}, {"parts": [{"kind": "video", "value": "x"}]},
     {"parts": [{"kind": "text"}]}, {"parts": [{"kind": "text", "value": "x", "weight": 0}]},
     {"parts": [{"kind": "text", "value": "x", "weight": "heavy"}]},

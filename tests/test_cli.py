@@ -24,7 +24,8 @@ def test_index_search_stats_json(runner, collection):
     assert stats["by_modality"] == {m: expected[m] for m in ("image", "audio", "text")}
     assert stats["model"] == {"name": "tiny", "pretrained": "random", "dim": 64}
     assert stats["index"] == {"type": "Flat", "ntotal": expected["image"] + expected["text"] + expected["audio"],
-                              "dim": 64, "device": "cpu"}
+                              "dim": 64, "device": "cpu",
+                              "modality_indexes": {m: expected[m] for m in ("image", "audio", "text")}}
 
     found = as_json(runner("search", "a dog on a beach", "-k", "4", "--json"))
     assert len(found["results"]) == 4 and found["took_ms"] >= 0
@@ -82,6 +83,40 @@ def test_stale_index_file_is_detected_and_rebuilt_on_open(runner, collection, da
     found = as_json(runner("search", "--image", str(root / "new.png"), "--json"))
     assert found["results"][0]["path"] == str(root / "new.png"), "search must see the item the old cache lacked"
     assert runner("verify").exit_code == 0
+
+
+def test_late_fusion_searches_per_modality_index_files(runner, collection, data_dir, tmp_path):
+    root, expected = collection
+    as_json(runner("index", str(root), "--json"))
+    spaces = ("image", "audio", "text")
+    assert all((data_dir / f"vectors.{space}.faiss").exists() for space in spaces)
+    late = as_json(runner("search", "shapes", "--fusion", "rrf", "--explain", "-k", "50", "--json"))
+    assert (late["fusion"], late["index"]) == ("rrf", "modality")
+    counted = sum(expected[m] for m in ("image", "audio", "text"))
+    assert len(late["results"]) == counted  # every item, from four lists
+    fused = as_json(runner("search", "shapes", "--fusion", "rrf", "--index", "fused", "-k", "50", "--json"))
+    assert fused["index"] == "fused" and len(fused["results"]) == counted
+    assert "late fusion" in one_line_error(runner("search", "shapes", "--index", "modality"))
+
+    # Each file is a cache checked against SQL like the main one: a stale one is reported, then caught up.
+    shutil.copy(data_dir / "vectors.image.faiss", tmp_path / "old.faiss")
+    shutil.copy(data_dir / "vectors.image.faiss.json", tmp_path / "old.faiss.json")
+    picture(78).save(root / "newer.png")
+    as_json(runner("index", str(root), "--json"))
+    shutil.copy(tmp_path / "old.faiss", data_dir / "vectors.image.faiss")
+    shutil.copy(tmp_path / "old.faiss.json", data_dir / "vectors.image.faiss.json")
+    problems = json.loads(runner("verify", "--json").stdout)["problems"]
+    assert problems and all(p.startswith("image index: ") for p in problems), problems
+    found = as_json(runner("search", "--image", str(root / "newer.png"), "--fusion", "rrf", "--json"))
+    assert found["results"][0]["path"] == str(root / "newer.png")
+    assert runner("verify").exit_code == 0
+
+    # Off: late fusion searches the fused index and no per-modality file is kept up.
+    off = {"MMSEARCH_MODALITY_INDEXES": "off"}
+    assert as_json(runner("rebuild-index", "--json", extra_env=off))["ntotal"] == counted + 1
+    assert not any((data_dir / f"vectors.{space}.faiss").exists() for space in spaces)
+    assert as_json(runner("search", "shapes", "--fusion", "rrf", "--json", extra_env=off))["index"] == "fused"
+    assert as_json(runner("stats", "--json", extra_env=off))["index"]["modality_indexes"] == {}
 
 
 def one_line_error(result) -> str:

@@ -163,3 +163,45 @@ def test_a_negative_part_pushes_its_matches_down(library, fusion):
         assert kept_first >= 0.8, figures
         assert min(pick(negated, kept)) == 1, figures
         assert np.mean(pick(negated, only_unwanted)) > chance, figures
+
+
+@pytest.fixture(scope="module")
+def mixed(trained, library, tmp_path_factory) -> tuple[Library, dict[int, tuple[str, str, str]]]:
+    """The same 60 pictures plus a text note naming each colour × shape: item id → (modality, colour, shape)."""
+    lib, truth = library
+    notes = tmp_path_factory.mktemp("notes")
+    for colour, shape in itertools.product(COLOURS, SHAPES):
+        (notes / f"{colour}_{shape}.txt").write_text(f"a {colour} {shape}")
+    settings = load_settings({"data_dir": str(lib.data_path), "model": "tiny", "pretrained": str(trained[0])}, env={})
+    mixed_lib = Library(settings)
+    mixed_lib.run_index([str(Path(lib.store.get_item(next(iter(truth))).path).parent), str(notes)])
+    with mixed_lib.store.session() as session:
+        kinds = {item.id: (item.modality, *Path(item.path).stem.split("_")[:2])
+                 for item in session.scalars(select(Item))}
+    assert sum(m == "text" for m, _, _ in kinds.values()) == len(COLOURS) * len(SHAPES)
+    return mixed_lib, kinds
+
+
+@pytest.mark.parametrize("fusion", ("rrf", "relative"))
+def test_per_modality_indexes_keep_one_modality_from_crowding_out_the_other(mixed, fusion):
+    """Scores across modalities are not comparable (the modality gap): in the fused index a text query's
+    first results all come from one modality (with this model, pictures: its text tower was trained only
+    against pictures). Ranked per modality, the matching notes and the matching pictures both come up."""
+    lib, kinds = mixed
+    figures = {"fusion": fusion}
+    top = 10
+    for index in ("fused", "modality"):
+        hits = lib.search(SearchRequest([QueryPart("text", "red")], k=top, fusion=fusion, index=index)).results
+        found = [kinds[h.id] for h in hits]
+        figures[index] = {"pictures": sum(m == "image" for m, _, _ in found),
+                          "notes": sum(m == "text" for m, _, _ in found),
+                          "red pictures": sum(m == "image" and c == "red" for m, c, _ in found),
+                          "red notes": sum(m == "text" and c == "red" for m, c, _ in found)}
+    print(figures)
+    fused, split = figures["fused"], figures["modality"]
+    assert max(fused["pictures"], fused["notes"]) >= top - 1, figures  # one modality crowds out the other
+    assert split["red pictures"] >= 4 and split["red notes"] >= 1, figures  # both modalities come up
+    # RRF takes each list's ranks: all three red notes come up. Relative-score fusion keeps each list's score
+    # spread, and this text tower, trained only against pictures, spreads notes weakly: one red note comes up.
+    if fusion == "rrf":
+        assert split["red notes"] == len(SHAPES), figures

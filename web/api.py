@@ -93,6 +93,8 @@ def _run(search_request: SearchRequest) -> dict[str, Any]:
     document: dict[str, Any] = {
         "results": [item_json(hit.item, hit.score, hit.parts) for hit in response.results],
         "took_ms": round(response.took_ms, 3),
+        "fusion": search_request.fusion,
+        "index": response.index,
     }
     if response.next_offset is not None:
         document["next"] = response.next_offset

@@ -25,6 +25,9 @@ def document(server: str = "") -> dict[str, Any]:
         "modality": {"type": "array", "items": {"enum": ["image", "audio", "text"]}},
         "fusion": {"enum": ["early", "rrf", "relative"], "default": "early"},
         "rrf_k": {"type": "integer", "minimum": 1, "default": 60},
+        "index": {"enum": ["fused", "modality"],
+                  "description": "Late fusion: the fused index, or one per modality (default: modality when "
+                                 "the modality_indexes setting is on). Early fusion: fused only."},
         "explain": {"type": "boolean", "default": False},
         "exclude_self": {"type": "boolean", "default": False},
         "dedupe": {"oneOf": [{"const": "hash"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}]},
@@ -68,10 +71,14 @@ def document(server: str = "") -> dict[str, Any]:
                              "media_url": {"type": "string"}, "thumbnail_url": {"type": ["string", "null"]},
                              "caption": {"type": "string"}, "snippet": {"type": "string"},
                              "text": {"type": "string"}, "metadata": {"type": "object"},
-                             "parts": {"type": "array", "items": {"type": "object"}}}},
+                             "parts": {"type": "array", "items": {"type": "object"}, "description":
+                                       "explain: per query part its label, weight, score against the item, "
+                                       "late fusion's best rank and, per modality index, score and rank"}}},
                 "SearchResponse": {"type": "object", "required": ["results", "took_ms"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
                     "took_ms": {"type": "number"},
+                    "fusion": {"enum": ["early", "rrf", "relative"]},
+                    "index": {"enum": ["fused", "modality"], "description": "the index the results came from"},
                     "next": {"type": "integer", "description": "offset of the next page, when there is one"}}},
             },
         },
@@ -89,6 +96,7 @@ def document(server: str = "") -> dict[str, Any]:
                             {"name": "modality", "in": "query", "schema": search_options["modality"],
                              "style": "form", "explode": True},
                             {"name": "fusion", "in": "query", "schema": search_options["fusion"]},
+                            {"name": "index", "in": "query", "schema": search_options["index"]},
                             {"name": "like", "in": "query", "schema": {"type": "integer"}}],
                         "responses": {"200": _ok("SearchResponse"), "400": BAD, "404": MISSING}},
                 "post": {"summary": "Multi-part search by words, an image, a sound and/or items",

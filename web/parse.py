@@ -12,13 +12,13 @@ import datetime as dt
 from typing import Any, Mapping
 
 from mmsearch.errors import MMSearchError
-from search.request import FUSIONS, KINDS, MAX_K, MODALITIES, Filters, QueryPart, SearchRequest
+from search.request import FUSIONS, INDEXES, KINDS, MAX_K, MODALITIES, Filters, QueryPart, SearchRequest
 from search.syntax import parse_query
 
 FILTER_KEYS = ("path_prefix", "path_glob", "date_from", "date_to", "date_field", "min_size", "max_size",
                "has_caption")
 OPTION_KEYS = ("text", "q", "like", "parts", "k", "offset", "modality", "filters", "fusion", "weights", "explain",
-               "rrf_k", "exclude_self", "dedupe") + FILTER_KEYS
+               "rrf_k", "exclude_self", "dedupe", "index") + FILTER_KEYS
 
 
 class BadRequest(MMSearchError):
@@ -219,6 +219,9 @@ def build(options: Mapping[str, Any], uploads: Mapping[str, bytes] | None = None
     fusion = options.get("fusion") or "early"
     if fusion not in FUSIONS:
         raise BadRequest(f"unknown fusion {str(fusion)[:40]!r}: use early, rrf or relative")
+    index = options.get("index") or None
+    if index is not None and index not in INDEXES:
+        raise BadRequest(f"unknown index {str(index)[:40]!r}: use fused or modality")
     return SearchRequest(
         parts=parts,
         k=_int("k", options["k"], 1, MAX_K) if options.get("k") not in (None, "") else k_default,
@@ -230,4 +233,5 @@ def build(options: Mapping[str, Any], uploads: Mapping[str, bytes] | None = None
         exclude_self=_bool("exclude_self", options["exclude_self"]) if options.get("exclude_self") is not None
         else False,
         dedupe=dedupe or None,
+        index=index,
     )

@@ -92,7 +92,7 @@ class Shared:
             return
         with self.rw.write():
             if not library.index_is_current():
-                library.index(refresh=True)
+                library.refresh()
                 self.refreshes += 1
 
     @contextmanager

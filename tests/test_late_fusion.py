@@ -1,0 +1,197 @@
+"""Per-modality indexes (named vector spaces) and late fusion over them, on hand-made vectors.
+
+Scores and ranks are pinned against values worked out by hand in the comments.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from mmsearch.errors import MMSearchError
+from search import query as query_module
+from search.query import Searcher
+from search.request import Filters, QueryPart, SearchRequest
+from search.store import CAPTION, CONTENT, FUSED, MODALITY_SPACES, OK, Item, Store, Vector, vector_bytes
+from search.vector_index import IndexState, check, sync
+
+DIM = 8
+KEY = "test/enc"
+
+
+def unit(*pairs: tuple[int, float]) -> np.ndarray:
+    """A unit vector with the given components; the rest of its length goes to its own spare axis."""
+    vector = np.zeros(DIM, np.float64)
+    for axis, value in pairs:
+        vector[axis] = value
+    spare = 1 - float(vector @ vector)
+    assert spare >= 0
+    vector[max(a for a, _ in pairs) + 1] = spare ** 0.5
+    return vector.astype(np.float32)
+
+
+def put(store: Store, item_id: int, modality: str, content: np.ndarray, caption: np.ndarray | None = None) -> None:
+    with store.session() as session:
+        generation = store.bump_generation(session)
+        session.merge(Item(id=item_id, path=f"/m/{item_id}", modality=modality, size=1, mtime_ns=1, status=OK,
+                           caption="words" if caption is not None else None, indexed_at=dt.datetime(2026, 1, 1)))
+        session.flush()
+        for part, vector in ((CONTENT, content), (CAPTION, caption)):
+            if vector is not None:
+                session.merge(Vector(item_id=item_id, part=part, encoder=KEY, dim=DIM, data=vector_bytes(vector),
+                                     generation=generation))
+
+
+def state(space: str, weights: dict[str, float]) -> IndexState:
+    return IndexState(0, KEY, DIM, "Flat", json.dumps(weights, sort_keys=True) if space == FUSED else "{}", space)
+
+
+def searcher(store: Store, late: str = "modality", weights: dict[str, float] | None = None) -> Searcher:
+    weights = weights or {"image": 1.0, "audio": 1.0, "text": 1.0}
+    indexes = {space: sync(None, store, state(space, weights))[0] for space in (FUSED, *MODALITY_SPACES)}
+    return Searcher(store, indexes[FUSED], indexes.__getitem__, late)
+
+
+def run(searcher_: Searcher, queries: dict[str, np.ndarray], parts: list[tuple[str, float]], **options):
+    """Search with text parts whose 'embedding' is the hand-made vector named by the text."""
+    request = SearchRequest([QueryPart("text", words, weight) for words, weight in parts], **options)
+    return searcher_.search(request, lambda part: queries[part.value])
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_each_modality_index_holds_the_fused_vectors_of_its_items(store):
+    image, caption, note, sound = unit((0, 0.6)), unit((1, 0.8)), unit((2, 0.5)), unit((3, 0.9))
+    put(store, 1, "image", image, caption)
+    put(store, 2, "text", note)
+    put(store, 3, "audio", sound, caption)
+    put(store, 4, "image", image)
+    expected = {FUSED: [1, 2, 3, 4], "image": [1, 4], "text": [2], "audio": [3]}
+    for space, ids in expected.items():
+        assert store.vector_ids(space).tolist() == ids, space
+    weights = {"image": 2.0, "audio": 1.0, "text": 0.5}
+    mix = 2.0 * image.astype(np.float64) + 0.5 * caption  # normalise(w[image]·content + w[text]·caption)
+    for space in (FUSED, "image"):
+        vectors = store.space_vectors(space, [1, 2, 3, 4], weights)
+        assert sorted(vectors) == expected[space]
+        np.testing.assert_allclose(vectors[1], mix / np.linalg.norm(mix), atol=1e-6)
+        np.testing.assert_array_equal(vectors[4], image)
+    np.testing.assert_array_equal(store.space_vectors("text", [1, 2, 3], weights)[2], note)
+
+    # Each modality's index is a cache of its own: a caption removed changes item 1 in "image" and "fused".
+    indexes = {space: sync(None, store, state(space, weights))[0] for space in expected}
+    with store.session() as session:
+        generation = store.bump_generation(session)
+        session.query(Vector).filter_by(item_id=1, part=CAPTION).delete()
+        session.query(Vector).filter_by(item_id=1).update({"generation": generation})
+    store.remove_ids([2])
+    for space, index in indexes.items():
+        assert check(index, store, state(space, weights)), space  # every index lags behind SQL's generation
+        caught, _ = sync(index, store, state(space, weights))
+        assert check(caught, store, state(space, weights)) == [], space
+        assert sorted(caught.ids().tolist()) == [i for i in expected[space] if i != 2], space
+        if 1 in expected[space]:
+            np.testing.assert_allclose(caught.reconstruct(1), image)
+
+
+@pytest.fixture
+def gap(store):
+    """A modality gap by hand: every note is closer to the query (axis 0) than any picture is.
+    Notes 1–3 score 0.9, 0.8, 0.7; pictures 4–6 score 0.3, 0.25, 0.2."""
+    for item_id, score in ((1, 0.9), (2, 0.8), (3, 0.7)):
+        put(store, item_id, "text", unit((0, score)))
+    for item_id, score in ((4, 0.3), (5, 0.25), (6, 0.2)):
+        put(store, item_id, "image", unit((0, score)))
+    return store, {"q": unit((0, 1.0))}
+
+
+def test_per_modality_lists_keep_one_modality_from_crowding_out_the_others(gap):
+    store, queries = gap
+    fused = run(searcher(store, late=FUSED), queries, [("q", 1.0)], k=4, fusion="rrf")
+    assert fused.index == FUSED and [h.id for h in fused.results] == [1, 2, 3, 4]  # notes first: one list
+    split = run(searcher(store), queries, [("q", 1.0)], k=6, fusion="rrf")
+    # Two lists, each ranked on its own: note 1 and picture 4 are both first, 1/61 each; a tie goes to the
+    # closer match (note 1: 0.9 against 0.3).
+    assert split.index == "modality"
+    assert [(h.id, h.score) for h in split.results] == [
+        (1, pytest.approx(1 / 61)), (4, pytest.approx(1 / 61)), (2, pytest.approx(1 / 62)),
+        (5, pytest.approx(1 / 62)), (3, pytest.approx(1 / 63)), (6, pytest.approx(1 / 63))]
+    # Relative-score fusion normalises each list: 1 for each list's best, 0 for its worst.
+    relative = run(searcher(store), queries, [("q", 1.0)], k=6, fusion="relative")
+    assert [(h.id, h.score) for h in relative.results] == [
+        (1, pytest.approx(1.0)), (4, pytest.approx(1.0)), (2, pytest.approx(0.5)),
+        (5, pytest.approx(0.5)), (3, pytest.approx(0.0)), (6, pytest.approx(0.0))]
+    # A request can ask for either index; early fusion has only the fused one.
+    assert [h.id for h in run(searcher(store), queries, [("q", 1.0)], k=2, fusion="rrf",
+                              index="fused").results] == [1, 2]
+    with pytest.raises(MMSearchError, match="late fusion"):
+        run(searcher(store), queries, [("q", 1.0)], fusion="early", index="modality")
+
+
+def test_modality_filter_narrows_the_spaces(gap):
+    store, queries = gap
+    response = run(searcher(store), queries, [("q", 1.0)], k=6, fusion="rrf",
+                   filters=Filters(modalities=["image"]))
+    assert [h.id for h in response.results] == [4, 5, 6]
+
+
+def test_explain_shows_what_each_vector_of_an_item_scored(store):
+    # Picture 1 scores 0.3 and its caption 0.6; picture 2 scores 0.35 and has no caption.
+    content, caption = unit((0, 0.3), (1, 0.2)), unit((0, 0.6), (2, 0.5))
+    put(store, 1, "image", content, caption=caption)
+    put(store, 2, "image", unit((0, 0.35)))
+    put(store, 3, "text", unit((0, 0.9)))
+    queries = {"q": unit((0, 1.0))}
+    response = run(searcher(store), queries, [("q", 1.0)], k=3, fusion="rrf", explain=True)
+    fused_1 = content.astype(np.float64) + caption
+    fused_1 /= np.linalg.norm(fused_1)
+    by_id = {h.id: h.parts[0] for h in response.results}
+    # Image list: 1 (fused score fused_1[0] ≈ 0.57) before 2 (0.35); text list: 3 alone. 3 and 1 tie at 1/61:
+    # the closer match (3, 0.9) goes first.
+    assert [(h.id, h.score) for h in response.results] == [(3, pytest.approx(1 / 61)), (1, pytest.approx(1 / 61)),
+                                                           (2, pytest.approx(1 / 62))]
+    assert by_id[1] == {"label": '"q"', "weight": 1.0, "score": pytest.approx(fused_1[0], abs=1e-6), "rank": 1,
+                        "vectors": {CAPTION: pytest.approx(0.6, abs=1e-6), CONTENT: pytest.approx(0.3, abs=1e-6)}}
+    assert by_id[2]["rank"] == 2 and set(by_id[2]["vectors"]) == {CONTENT}
+    assert by_id[3]["rank"] == 1
+
+
+@pytest.fixture
+def deep(store, monkeypatch):
+    """Ten pictures. Positive part p (axis 0): 1, 2, 3 lead with 0.6, 0.55, 0.5. Negative part n (axis 1):
+    3 is 1st (0.65), 2 is 6th (0.4, behind 4–7), 1 is last, 10th (0.05). Lists reach 3 deep, so 2 and 1
+    lie beyond the negative part's own list."""
+    monkeypatch.setattr(query_module, "LATE_DEPTH", 3)
+    a = {1: 0.6, 2: 0.55, 3: 0.5, 4: 0.4, 5: 0.35, 6: 0.3, 7: 0.25, 8: 0.2, 9: 0.15, 10: 0.1}
+    b = {3: 0.65, 4: 0.6, 5: 0.55, 6: 0.5, 7: 0.45, 2: 0.4, 8: 0.35, 9: 0.3, 10: 0.25, 1: 0.05}
+    for item_id in a:
+        put(store, item_id, "image", unit((0, a[item_id]), (1, b[item_id])))
+    return store, {"p": unit((0, 1.0)), "n": unit((1, 1.0))}
+
+
+@pytest.mark.parametrize("late", [FUSED, "modality"])
+def test_a_negative_part_reaches_candidates_beyond_its_own_list(deep, late):
+    store, queries = deep
+    rrf = run(searcher(store, late), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="rrf", explain=True)
+    # Global ranks in n's full ranking: 1 → 10th, 2 → 6th, 3 → 1st.
+    assert [(h.id, h.score) for h in rrf.results] == [(1, pytest.approx(1 / 61 - 1 / 70)),
+                                                      (2, pytest.approx(1 / 62 - 1 / 66))]
+    assert [p["rank"] for p in rrf.results[1].parts] == [2, 6]
+    assert [p["rank"] for p in rrf.results[0].parts] == [1, 10]
+    # Relative: p's list spans 0.5–0.6; n's scores span the candidates' lowest (0.05) to the global best (0.65).
+    relative = run(searcher(store, late), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="relative")
+    assert [(h.id, h.score) for h in relative.results] == [
+        (1, pytest.approx(1.0 - 0.0, abs=1e-5)), (2, pytest.approx(0.5 - 0.35 / 0.6, abs=1e-5))]
+
+
+def test_late_fusion_needs_a_positive_part(gap):
+    store, queries = gap
+    with pytest.raises(MMSearchError, match="positive"):
+        run(searcher(store), queries, [("q", -1.0)], fusion="rrf")
+    early = run(searcher(store), queries, [("q", -1.0)], k=1, fusion="early")
+    assert [h.id for h in early.results] == [6]  # the least like q
