@@ -188,17 +188,18 @@ class Searcher:
     def _exact(self, space: str, index: FaissIndex, vector: np.ndarray, candidates: list[int],
                allowed: np.ndarray | None):
         """(scores, ranks, low, high) of the candidates in one space's full ranking for this vector."""
-        mine = self.store.space_vectors(space, candidates, self.index.state.weight_map())
+        mine = index.vectors(candidates)
+        if mine is None:
+            mine = self.store.space_vectors(space, candidates, self.index.state.weight_map())
         if not mine:
             return None
-        floor = float(min(np.stack(list(mine.values())) @ vector)) - 1e-5
-        scores, ids = index.scores_from(vector, floor, allowed)  # everything that outscores a candidate
-        keep = np.isin(ids, np.fromiter(mine, np.int64))
-        if not keep.any():
-            return None
-        ranks = dict(zip(ids[keep].tolist(), (np.nonzero(keep)[0] + 1).tolist()))
-        kept = scores[keep]
-        return dict(zip(ids[keep].tolist(), kept.tolist())), ranks, float(kept.min()), float(scores[0])
+        scores = np.stack(list(mine.values())) @ vector
+        ahead = np.sort(index.scores_above(vector, float(scores.min()) - 1e-5, allowed))
+        # rank = 1 + how many score higher; the margin keeps an item from counting its own score
+        ranks = 1 + len(ahead) - np.searchsorted(ahead, scores + 1e-6, side="right")
+        ids = list(mine)
+        high = float(max(ahead[-1], scores.max())) if len(ahead) else float(scores.max())
+        return dict(zip(ids, scores.tolist())), dict(zip(ids, ranks.tolist())), float(scores.min()), high
 
     def _excluded(self, request: SearchRequest) -> set[int]:
         if not request.exclude_self:

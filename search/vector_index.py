@@ -10,6 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import faiss
 import numpy as np
@@ -137,21 +138,30 @@ class FaissIndex:
             params = faiss.SearchParameters(sel=selector)
         return self.cpu.search(queries, k, params=params)
 
-    def scores_from(self, query: np.ndarray, floor: float, allowed_ids: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Every (score, id) scoring above ``floor``, best first: the exact head of a full ranking."""
+    def scores_above(self, query: np.ndarray, floor: float, allowed_ids: np.ndarray | None = None) -> np.ndarray:
+        """The scores of every vector scoring above ``floor`` (a range search): the head of a full ranking."""
         query = np.ascontiguousarray(np.atleast_2d(query), np.float32)
         if self.ntotal == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+            return np.zeros(0, np.float32)
         ivf = faiss.try_extract_index_ivf(self.cpu.index)
         params = faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist)) if ivf is not None \
             else faiss.SearchParameters()
         selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)) if allowed_ids is not None else None
         if selector is not None:
             params.sel = selector  # the local name keeps the selector alive through the search
-        _, scores, ids = self.cpu.range_search(query, float(floor), params=params)
-        order = np.argsort(-scores, kind="stable")
-        return scores[order], ids[order].astype(np.int64)
+        return self.cpu.range_search(query, float(floor), params=params)[1]
+
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
+        """The stored vectors of those ids it holds; None when the index type cannot give them back."""
+        if faiss.try_extract_index_ivf(self.cpu.index) is not None:
+            return None  # IVF lists keep no id → vector map
+        out = {}
+        for item_id in ids:
+            try:
+                out[int(item_id)] = self.cpu.reconstruct(int(item_id))
+            except RuntimeError:  # not in this index
+                pass
+        return out
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -126,6 +127,10 @@ def test_type_a_query_and_see_results(page, server):
     assert "q=red+round+shapes" in page.url
     scores = [float(s) for s in page.locator("#results .card .score").all_inner_texts()]
     assert scores == sorted(scores, reverse=True) and scores[0] <= 1.0
+    # the captioned picture says what its caption and its pixels scored
+    why = page.locator("#results .card", has=page.locator(".name", has_text="red.jpg")).locator(".why")
+    expect(why).to_contain_text('"red round shapes"')
+    expect(why).to_contain_text("caption 0.")
     # thumbnails load: the image cards' pictures have pixels
     page.wait_for_function("""() => [...document.querySelectorAll('.card.image img.thumb')]
                               .every((img) => img.complete && img.naturalWidth > 0)""")
@@ -139,8 +144,11 @@ def test_type_a_query_and_see_results(page, server):
 
 
 def test_modality_chips_k_and_fusion_are_in_the_url(page, server):
-    page.goto("/?q=sea&modality=text&k=3&fusion=rrf")
+    page.goto("/?q=sea+-red&modality=text&k=3&fusion=rrf")
     expect(cards(page).first).to_be_visible()
+    # two parts, fused late: each card says what each part scored and where it ranked
+    expect(cards(page).first.locator(".why")).to_contain_text('−"red"')
+    expect(cards(page).first.locator(".why")).to_have_text(re.compile(r'^"sea" -?[0-9.]+ #[0-9]+ · −"red"'))
     assert page.locator('.chip[data-modality="text"]').get_attribute("aria-pressed") == "true"
     assert page.input_value("#fusion") == "rrf" and page.input_value("#k") == "3"
     assert cards(page).count() == 3

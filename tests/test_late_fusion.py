@@ -44,13 +44,14 @@ def put(store: Store, item_id: int, modality: str, content: np.ndarray, caption:
                                      generation=generation))
 
 
-def state(space: str, weights: dict[str, float]) -> IndexState:
-    return IndexState(0, KEY, DIM, "Flat", json.dumps(weights, sort_keys=True) if space == FUSED else "{}", space)
+def state(space: str, weights: dict[str, float], factory: str = "Flat") -> IndexState:
+    return IndexState(0, KEY, DIM, factory, json.dumps(weights, sort_keys=True), space)
 
 
-def searcher(store: Store, late: str = "modality", weights: dict[str, float] | None = None) -> Searcher:
+def searcher(store: Store, late: str = "modality", weights: dict[str, float] | None = None,
+             factory: str = "Flat") -> Searcher:
     weights = weights or {"image": 1.0, "audio": 1.0, "text": 1.0}
-    indexes = {space: sync(None, store, state(space, weights))[0] for space in (FUSED, *MODALITY_SPACES)}
+    indexes = {space: sync(None, store, state(space, weights, factory))[0] for space in (FUSED, *MODALITY_SPACES)}
     return Searcher(store, indexes[FUSED], indexes.__getitem__, late)
 
 
@@ -174,17 +175,18 @@ def deep(store, monkeypatch):
     return store, {"p": unit((0, 1.0)), "n": unit((1, 1.0))}
 
 
-@pytest.mark.parametrize("late", [FUSED, "modality"])
-def test_a_negative_part_reaches_candidates_beyond_its_own_list(deep, late):
+@pytest.mark.parametrize("late, factory", [(FUSED, "Flat"), ("modality", "Flat"), ("modality", "IVF2,Flat")])
+def test_a_negative_part_reaches_candidates_beyond_its_own_list(deep, late, factory):
+    """Flat indexes give candidates' vectors back; IVF ones do not, and SQL's are used (2 lists, both probed)."""
     store, queries = deep
-    rrf = run(searcher(store, late), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="rrf", explain=True)
+    rrf = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="rrf", explain=True)
     # Global ranks in n's full ranking: 1 → 10th, 2 → 6th, 3 → 1st.
     assert [(h.id, h.score) for h in rrf.results] == [(1, pytest.approx(1 / 61 - 1 / 70)),
                                                       (2, pytest.approx(1 / 62 - 1 / 66))]
     assert [p["rank"] for p in rrf.results[1].parts] == [2, 6]
     assert [p["rank"] for p in rrf.results[0].parts] == [1, 10]
     # Relative: p's list spans 0.5–0.6; n's scores span the candidates' lowest (0.05) to the global best (0.65).
-    relative = run(searcher(store, late), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="relative")
+    relative = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="relative")
     assert [(h.id, h.score) for h in relative.results] == [
         (1, pytest.approx(1.0 - 0.0, abs=1e-5)), (2, pytest.approx(0.5 - 0.35 / 0.6, abs=1e-5))]
 
@@ -195,3 +197,21 @@ def test_late_fusion_needs_a_positive_part(gap):
         run(searcher(store), queries, [("q", -1.0)], fusion="rrf")
     early = run(searcher(store), queries, [("q", -1.0)], k=1, fusion="early")
     assert [h.id for h in early.results] == [6]  # the least like q
+
+
+def test_a_modality_too_small_for_the_index_type_is_searched_exactly(data_dir, collection):
+    """IVF4 needs 4 vectors to train: the fused index (11 items) and the image index (7) use it; the text (3)
+    and audio (1) indexes fall back to Flat rather than failing the whole collection."""
+    from mmsearch.library import Library
+    from mmsearch.settings import load_settings
+    root, expected = collection
+    library = Library(load_settings({"data_dir": str(data_dir), "model": "tiny", "index_type": "IVF4,Flat",
+                                     "nprobe": 4}, env={}))
+    library.run_index([str(root)])
+    types = {space: library.index(space=space).state.factory for space in (FUSED, *MODALITY_SPACES)}
+    assert types == {FUSED: "IVF4,Flat", "image": "IVF4,Flat", "text": "Flat", "audio": "Flat"}
+    assert library.stats()["index"]["modality_indexes"] == {m: expected[m] for m in MODALITY_SPACES}
+    response = library.search(SearchRequest([QueryPart("text", "shapes"), QueryPart("text", "a beep", -1.0)],
+                                            k=50, fusion="rrf"))
+    assert len(response.results) == sum(expected[m] for m in MODALITY_SPACES)
+    assert library.verify() == []

@@ -114,7 +114,7 @@
     if (inFlight) inFlight.abort();
     const controller = new AbortController(); inFlight = controller;
     let init;
-    const options = { k, offset: state.offset, fusion: fusionSelect.value };
+    const options = { k, offset: state.offset, fusion: fusionSelect.value, explain: true };
     const mods = modalities();
     if (state.file) {
       const body = new FormData();
@@ -195,11 +195,32 @@
     const badge = el("span", "badge", r.modality); visual.append(badge);
     node.querySelector(".name").textContent = r.name;
     node.querySelector(".name").title = r.path;
-    node.querySelector(".score").textContent = typeof r.score === "number" ? r.score.toFixed(3) : "";
+    // late fusion scores are small sums (RRF: 1/61 at best): keep their digits
+    node.querySelector(".score").textContent = typeof r.score !== "number" ? ""
+      : Math.abs(r.score) >= 0.01 || r.score === 0 ? r.score.toFixed(3) : r.score.toPrecision(2);
     if (r.caption) node.querySelector(".info").after(el("div", "caption", r.caption));
+    const why = explain(r);
+    if (why) node.querySelector(".actions").before(el("div", "why", why));
     node.querySelector(".like").addEventListener("click", () => moreLike(r.id, r.name));
     node.querySelector(".details").addEventListener("click", () => showDetail(r.id));
     return node;
+  }
+
+  // Why a result came up: each query part's score (and rank in its list, for late fusion); for an item
+  // with a caption, what its caption and its own content scored, so a caption match shows as one.
+  function explain(r) {
+    const parts = r.parts || [];
+    const captioned = parts.some((p) => p.vectors && p.vectors.caption !== undefined);
+    if (parts.length < 2 && !captioned) return "";
+    const fmt = (x) => (typeof x === "number" ? x.toFixed(2) : "–");
+    return parts.map((p) => {
+      let text = `${p.weight < 0 ? "−" : ""}${p.label} ${fmt(p.score)}`;
+      if (p.rank) text += ` #${p.rank}`;
+      if (p.vectors && p.vectors.caption !== undefined) {
+        text += ` (caption ${fmt(p.vectors.caption)}, ${r.modality} ${fmt(p.vectors.content)})`;
+      }
+      return text;
+    }).join(" · ");
   }
 
   function moreLike(id, name) {

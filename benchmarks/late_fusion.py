@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Late fusion latency and index memory, measured side by side on one synthetic collection.
+
+N items (default 100,000; 80% images, 20% notes) with clustered 512-d vectors go straight into a fresh
+SQLite data dir (see filtered_search.py). The same Q pairs of query vectors are searched through
+``Searcher.search`` as: early fusion (one search of the fused index), RRF over the fused index (one list
+per part), RRF over the per-modality indexes (one list per part and modality), and both RRF forms with
+the second part negative (every candidate's exact global rank via a range search). Printed: median and
+p95 ms per query and the ratio to early fusion; then the bytes of the fused and per-modality index files.
+
+    python3 benchmarks/late_fusion.py [--n 100000] [--queries 50] [--k 10]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from filtered_search import clustered, populate  # noqa: E402
+from mmsearch.library import Library  # noqa: E402
+from mmsearch.settings import load_settings  # noqa: E402
+from search.request import QueryPart, SearchRequest  # noqa: E402
+from search.store import FUSED, MODALITY_SPACES  # noqa: E402
+
+
+def timed(library: Library, pairs: np.ndarray, k: int, weights: tuple[float, float] = (1.0, 1.0),
+          **options) -> list[float]:
+    searcher = library.searcher()
+    latencies = []
+    for first, second in pairs:
+        request = SearchRequest([QueryPart("text", "a", weights[0]), QueryPart("text", "b", weights[1])],
+                                k=k, **options)
+        vectors = {"a": first, "b": second}
+        started = time.perf_counter()
+        response = searcher.search(request, lambda part: vectors[part.value])
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert len(response.results) == k
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        library = Library(load_settings({"data_dir": tmp, "model": "ViT-B-32"}, env={}))
+        started = time.perf_counter()
+        populate(library, clustered(args.n, rng), selective_every=5)
+        library.refresh()
+        print(f"built {args.n} items + fused and per-modality indexes in {time.perf_counter() - started:.1f} s")
+        pairs = clustered(2 * args.queries, rng).reshape(args.queries, 2, -1)
+        cases = {"early (fused)": {"fusion": "early"},
+                 "rrf, fused index": {"fusion": "rrf", "index": "fused"},
+                 "rrf, modality indexes": {"fusion": "rrf", "index": "modality"},
+                 "rrf fused, b negative": {"fusion": "rrf", "index": "fused", "weights": (1.0, -1.0)},
+                 "rrf modality, b neg.": {"fusion": "rrf", "index": "modality", "weights": (1.0, -1.0)}}
+        timed(library, pairs[:3], args.k, fusion="rrf", index="modality", weights=(1.0, -1.0))  # warm-up
+        results = {name: timed(library, pairs, args.k, **options) for name, options in cases.items()}
+        base = np.median(results["early (fused)"])
+        print(f"{'query (2 parts)':<24}{'median ms':>10}{'p95 ms':>9}{'ratio':>8}")
+        for name, latencies in results.items():
+            median = np.median(latencies)
+            print(f"{name:<24}{median:>10.1f}{np.percentile(latencies, 95):>9.1f}{median / base:>8.2f}")
+        fused = library.index_file(FUSED).stat().st_size
+        split = sum(library.index_file(space).stat().st_size for space in MODALITY_SPACES)
+        print(f"index files: fused {fused / 2**20:.0f} MiB, per-modality {split / 2**20:.0f} MiB "
+              f"(ratio {split / fused:.2f})")
+
+
+if __name__ == "__main__":
+    main()
