@@ -52,6 +52,14 @@ class _Context:
         click.echo(json.dumps(document, default=str) if self.as_json else human(document))
 
 
+def _passive_openmp() -> None:
+    """Before torch/faiss load: idle OpenMP workers sleep instead of spinning, so a query is not starved by
+    threads spinning on the same cores (single queries ran 10-30x slower on a busy machine). Not for
+    indexing, whose long model batches gain from spinning workers."""
+    import os
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _command(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(**kwargs):
@@ -132,6 +140,7 @@ def search(ctx: _Context, query: str | None, images: tuple[str, ...], sounds: tu
            has_caption: bool | None) -> None:
     """Search by QUERY (words, "phrases", 2:weights, + and - terms, like:ID, image/sound paths),
     --image FILE, --audio FILE or --like ID; several parts are fused."""
+    _passive_openmp()
     from search.request import Filters, QueryPart, SearchRequest
     from search.syntax import parse_query
     parts = parse_query(query, allow_files=True) if query is not None else []
@@ -284,10 +293,7 @@ def verify(ctx: _Context) -> None:
 @_command
 def serve(ctx: _Context, host: str, port: int, threads: int) -> None:
     """Serve the search page and the JSON API (waitress) over the data dir that 'index' built."""
-    import os
-    # Before torch/faiss load: idle OpenMP workers sleep instead of spinning, so request threads sharing
-    # the cores (and other processes) are not starved; single queries ran 10-30x slower on a busy machine.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _passive_openmp()
     import waitress
     from web import create_app
     app = create_app({"MMSEARCH": ctx.settings})

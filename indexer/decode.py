@@ -1,9 +1,12 @@
-"""Turn file bytes into model-ready content plus metadata, or a one-line reason why not."""
+"""Turn file bytes into model-ready content plus metadata, or a one-line reason why not.
+
+Sounds can also be read from a path, so a long recording is hashed and decoded in pieces."""
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +36,20 @@ class Decoded:
 
 def content_hash(data: bytes) -> str:
     return f"{HASH}:" + hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def file_hash(path: str) -> str:
+    """content_hash of a file's bytes, read in pieces (raises OSError)."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=20))
+    return f"{HASH}:" + digest.hexdigest()
+
+
+def _open_audio(source: bytes | str):
+    """A PyAV container over in-memory bytes or a file path; empty input is refused first."""
+    if not (os.path.getsize(source) if isinstance(source, str) else source):
+        raise DecodeError("empty file")
+    return av.open(source if isinstance(source, str) else io.BytesIO(source))
 
 
 def decode(modality: str, data: bytes, path: str, max_image_pixels: int, max_text_chars: int) -> Decoded:
@@ -125,12 +142,10 @@ def decode_text(data: bytes, max_chars: int) -> Decoded:
     return Decoded(meta={"mime": "text/plain", "encoding": encoding}, text=text[:max_chars])
 
 
-def probe_audio(data: bytes) -> Decoded:
-    """Duration, sample rate and channels from the first audio stream (PyAV)."""
-    if not data:  # the indexer calls decode_audio directly, without decode()'s check
-        raise DecodeError("empty file")
+def probe_audio(source: bytes | str) -> Decoded:
+    """Duration, sample rate and channels from the first audio stream (PyAV) of bytes or a file."""
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with _open_audio(source) as container:
             streams = container.streams.audio
             if not streams:
                 raise DecodeError("no audio stream")
@@ -169,15 +184,15 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def decode_audio(data: bytes, sample_rate: int, max_seconds: float) -> Decoded:
+def decode_audio(source: bytes | str, sample_rate: int, max_seconds: float) -> Decoded:
     """Mono float32 waveform at ``sample_rate`` (first ``max_seconds`` only) plus the file's metadata."""
-    probed = probe_audio(data)
+    probed = probe_audio(source)
     limit = int(sample_rate * max_seconds)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     chunks: list[np.ndarray] = []
     have = 0
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with _open_audio(source) as container:
             stream = container.streams.audio[0]
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):

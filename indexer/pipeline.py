@@ -20,7 +20,7 @@ from tqdm import tqdm
 from encoders.identity import encoder_key
 from search.store import CAPTION, CONTENT, FAILED, OK, PENDING, Item, Store, Vector, vector_bytes
 
-from .decode import Decoded, DecodeError, content_hash, decode, decode_audio, decode_text
+from .decode import Decoded, DecodeError, content_hash, decode, decode_audio, decode_text, file_hash, probe_audio
 from .scan import FileEntry, absolute_roots, scan, under
 
 AUDIO_WAITING = "waiting for an audio encoder"
@@ -162,13 +162,19 @@ class Indexer:
             out.hash, out.same_content = task.row.content_hash, True
             out.caption = _read_caption(entry.caption_path, self.options.max_text_chars)
             return out
+        # Sounds (and films' sound tracks) can be long: hashed and decoded from the file in pieces, never
+        # held whole; other files are read once and decoded from memory.
+        streamed = entry.modality == "audio"
         try:
-            with open(entry.path, "rb") as handle:
-                data = handle.read()
+            if streamed:
+                data, out.hash = b"", file_hash(entry.path)
+            else:
+                with open(entry.path, "rb") as handle:
+                    data = handle.read()
+                out.hash = content_hash(data)
         except OSError as exc:
             out.error = f"cannot read file: {exc.strerror or exc}"
             return out
-        out.hash = content_hash(data)
         out.caption = _read_caption(entry.caption_path, self.options.max_text_chars)
         if task.row is not None and task.row.content_hash == out.hash and task.row.status != PENDING:
             out.same_content = True
@@ -176,9 +182,11 @@ class Indexer:
         if task.row is None and self._by_hash.get(out.hash) and not force_decode:
             return out  # a move or a copy: the main thread decides, usually without decoding
         try:
-            if entry.modality == "audio" and self.audio_encoder is not None:
-                out.decoded = decode_audio(data, self.audio_encoder.config.sample_rate,
+            if streamed and self.audio_encoder is not None:
+                out.decoded = decode_audio(entry.path, self.audio_encoder.config.sample_rate,
                                            self.options.max_audio_seconds)
+            elif streamed:
+                out.decoded = probe_audio(entry.path)
             else:
                 out.decoded = decode(entry.modality, data, entry.path, self.options.max_image_pixels,
                                      self.options.max_text_chars)

@@ -283,11 +283,17 @@ class Store:
         query = select(Item.id).where(Item.status == OK)
         if filters.modalities:
             query = query.where(Item.modality.in_(list(filters.modalities)))
+        sqlite = self.engine.dialect.name == "sqlite"
         if filters.path_prefix:
             prefix = filters.path_prefix
-            query = query.where(Item.path >= prefix, Item.path < prefix + "\U0010ffff")  # uses the path index
-        if filters.path_glob:
-            query = query.where(Item.path.like(_glob_to_like(filters.path_glob), escape="\\"))
+            # Exact on every database; the range lets SQLite (byte order) use the path index, while a
+            # database with a linguistic collation would let other paths into it.
+            query = query.where(func.substr(Item.path, 1, len(prefix)) == prefix)
+            if sqlite:
+                query = query.where(Item.path >= prefix, Item.path < prefix + "\U0010ffff")
+        if filters.path_glob:  # fnmatch's case-sensitive * and ?, which cross folders
+            query = query.where(Item.path.op("GLOB")(filters.path_glob.replace("[", "[[]")) if sqlite
+                                else Item.path.like(_glob_to_like(filters.path_glob), escape="\\"))
         if filters.date_field == "taken_at":
             if filters.date_from:
                 query = query.where(Item.taken_at >= filters.date_from)
@@ -378,6 +384,6 @@ def _safe_url(url: str) -> str:
 
 
 def _glob_to_like(glob: str) -> str:
-    """Shell glob (* and ?) to a LIKE pattern that works on SQLite and PostgreSQL alike."""
+    """fnmatch's * and ? to a LIKE pattern (case-sensitive everywhere but in SQLite, which uses GLOB)."""
     escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")

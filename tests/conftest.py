@@ -55,3 +55,25 @@ def app(settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for the whole run (tests/postgres.py). Its folder is outside
+    pytest's (root-only) temporary tree, so the postgres user can reach it."""
+    import shutil
+    import tempfile
+    from .postgres import Server
+    root = Path(tempfile.mkdtemp(prefix="mmsearch-pg-"))
+    server = Server(root).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh empty database of each kind the store supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite'}"
+    return request.getfixturevalue("postgres").new_database()

@@ -212,3 +212,27 @@ def test_bad_setting_values(runner, collection):
     assert "batch_size" in one_line_error(runner("stats", extra_env={"MMSEARCH_BATCH_SIZE": "zero"}))
     line = one_line_error(runner("stats", extra_env={"MMSEARCH_DB_URL": "nosuchdialect://x"}))
     assert "cannot open database" in line
+
+
+def test_the_cli_on_postgresql(runner, collection, postgres, data_dir):
+    """SQL on PostgreSQL (ICU collation) instead of SQLite: the same commands give the same answers."""
+    root, expected = collection
+    pg = {"MMSEARCH_DB_URL": postgres.new_database()}
+    report = as_json(runner("index", str(root), "--json", extra_env=pg))
+    assert report["failed"] == expected["failed"] and report["added"] > 0
+    assert not (data_dir / "mmsearch.db").exists()  # nothing went to SQLite
+    stats = as_json(runner("stats", "--json", extra_env=pg))
+    assert stats["by_modality"] == {m: expected[m] for m in ("image", "audio", "text")}
+    counted = sum(expected[m] for m in ("image", "audio", "text"))
+    assert stats["index"]["ntotal"] == counted
+    prefix = str(root / "sub dir")
+    found = as_json(runner("search", "shapes", "--path-prefix", prefix, "-k", "50", "--json", extra_env=pg))
+    assert found["results"] and all(r["path"].startswith(prefix + "/") for r in found["results"])
+    late = as_json(runner("search", "shapes", "--fusion", "rrf", "-k", "50", "--json", extra_env=pg))
+    assert late["index"] == "modality" and len(late["results"]) == counted
+    (root / "green.png").rename(root / "renamed.png")
+    again = as_json(runner("index", str(root), "--json", extra_env=pg))
+    assert (again["moved"], again["added"], again["removed"]) == (1, 0, 0)
+    assert as_json(runner("remove", prefix, "--json", extra_env=pg))["removed"] == 3
+    assert as_json(runner("rebuild-index", "--json", extra_env=pg))["ntotal"] == counted - 3
+    assert as_json(runner("verify", "--json", extra_env=pg)) == {"ok": True, "problems": []}

@@ -77,9 +77,10 @@ def test_invalid_requests_are_errors(make):
 
 
 @pytest.fixture
-def library(settings, collection):
+def library(settings, collection, db_url):
+    """The sample collection indexed into SQLite and into PostgreSQL: filters must agree on both."""
     root, _ = collection
-    library = Library(settings)
+    library = Library(settings.replace(db_url=db_url))
     library.run_index([root])
     return library, root
 

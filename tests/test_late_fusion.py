@@ -62,8 +62,8 @@ def run(searcher_: Searcher, queries: dict[str, np.ndarray], parts: list[tuple[s
 
 
 @pytest.fixture
-def store(tmp_path):
-    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def store(db_url):
+    return Store(db_url)
 
 
 def test_each_modality_index_holds_the_fused_vectors_of_its_items(store):

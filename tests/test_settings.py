@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from mmsearch.errors import MMSearchError
@@ -44,3 +47,14 @@ def test_unknown_key_in_config_file(tmp_path):
     config.write_text("colour = 'blue'\n")
     with pytest.raises(MMSearchError, match="colour"):
         load_settings({}, env={}, config_file=config)
+
+
+def test_the_readme_documents_every_setting_with_its_default():
+    """The README's configuration table is the settings table: same names, defaults and help."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(MMSEARCH_[A-Z_]+)` \| (.*?) \|", readme, re.MULTILINE))
+    for setting in SETTINGS:
+        assert setting.env in rows, setting.env
+        shown = "(empty)" if setting.default == "" else f"`{setting.default}`"
+        assert rows[setting.env] == shown, (setting.env, rows[setting.env], shown)
+        assert setting.help.split(".")[0] in readme, setting.env

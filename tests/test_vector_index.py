@@ -1,9 +1,13 @@
 """The FAISS file is a cache of SQL: caught up, rebuilt, filtered, saved atomically."""
 from __future__ import annotations
 
+import datetime as dt
+import fnmatch
+
 import numpy as np
 import pytest
 
+from search.request import Filters
 from search.store import CONTENT, OK, Item, Store, Vector, vector_bytes
 from search.vector_index import FaissIndex, IndexState, check, sync
 
@@ -22,7 +26,6 @@ def unit(rng, n):
 
 
 def put(store: Store, vectors: dict[int, np.ndarray], modality: str = "image") -> None:
-    import datetime as dt
     with store.session() as session:
         generation = store.bump_generation(session)
         for item_id, vector in vectors.items():
@@ -34,8 +37,8 @@ def put(store: Store, vectors: dict[int, np.ndarray], modality: str = "image") -
 
 
 @pytest.fixture
-def store(tmp_path):
-    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def store(db_url):
+    return Store(db_url)
 
 
 def test_rebuild_then_fresh_then_catch_up(store, tmp_path):
@@ -132,3 +135,26 @@ def test_save_is_atomic(store, tmp_path, monkeypatch):
         index.save(path)
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_path_filters_match_exactly_under_any_collation(store):
+    """PostgreSQL here sorts by an ICU English collation (spaces, dashes and case count for little), not by
+    bytes: a prefix or glob must still select exactly the paths that start with / match it."""
+    paths = ["/m/sub dir/x.png", "/m/subdir2/y.png", "/m/sub-dir/z.png", "/m/Sub dir/w.png", "/m/sub dir",
+             "/m/sub dirt/v.png", "/m/sub dir/deeper/u.PNG", "/m/süb dir/t.png", "/m/sub_dir/s.png", "/m/sub%dir/r.png"]
+    with store.session() as session:
+        for n, path in enumerate(paths, start=1):
+            session.add(Item(id=n, path=path, modality="image", size=1, mtime_ns=1, status=OK,
+                             indexed_at=dt.datetime(2026, 1, 1)))
+
+    def chosen(**filters) -> set[str]:
+        return {paths[i - 1] for i in store.filter_ids(Filters(**filters)).tolist()}
+    assert chosen(path_prefix="/m/sub dir/") == {"/m/sub dir/x.png", "/m/sub dir/deeper/u.PNG"}
+    assert chosen(path_prefix="/m/sub_dir/") == {"/m/sub_dir/s.png"}  # _ and % are not wildcards here
+    assert chosen(path_prefix="/m/sub%dir/") == {"/m/sub%dir/r.png"}
+    assert chosen(path_glob="/m/sub dir/*.png") == {"/m/sub dir/x.png"}  # case matters, as in file names
+    assert chosen(path_glob="/m/sub?dir/*") == {"/m/sub dir/x.png", "/m/sub dir/deeper/u.PNG", "/m/sub-dir/z.png",
+                                                "/m/sub_dir/s.png", "/m/sub%dir/r.png"}
+    assert chosen(path_glob="*/deeper/*") == {"/m/sub dir/deeper/u.PNG"}
+    for pattern in ("*.PNG", "*[*", "/m/s?b*", "*dir", "/m/sub_dir/*", "*%*"):  # fnmatch is the reference
+        assert chosen(path_glob=pattern) == {p for p in paths if fnmatch.fnmatchcase(p, pattern.replace("[", "[[]"))}
