@@ -214,6 +214,8 @@ def decode_audio(source: bytes | str, sample_rate: int, max_seconds: float) -> D
     if max(float(wave.max()), -float(wave.min())) < 1e-4:  # np.abs would allocate a third copy
         raise DecodeError("silent audio")
     probed.wave = wave
-    if probed.meta.get("duration") is None:
-        probed.meta["duration"] = len(wave) / sample_rate
+    decoded = len(wave) / sample_rate
+    header = probed.meta.get("duration")
+    if header is None or (len(wave) < limit and decoded < header - 0.5):
+        probed.meta["duration"] = decoded  # the whole stream decoded short of its header: a cut-off file
     return probed

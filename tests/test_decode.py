@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.decode import DecodeError, content_hash, decode, decode_image, decode_text, probe_audio
+from indexer.decode import DecodeError, content_hash, decode, decode_audio, decode_image, decode_text, probe_audio
 
 from .media import codec as encoder, encode
 
@@ -404,6 +404,17 @@ def test_truncated_audio_fails_cleanly_or_probes(kind):
             assert str(exc)  # a reason to store
         else:
             assert meta["sample_rate"] > 0 and meta["channels"] > 0
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3"])
+def test_a_cut_off_sound_stores_the_length_that_decodes(kind):
+    """An MP3's Xing header still claims the whole length after the file is cut in half."""
+    data = make_audio(kind, 16000)
+    full = decode_audio(data, 16000, 600).meta["duration"]
+    cut = decode_audio(data[:len(data) // 2], 16000, 600).meta["duration"]
+    assert 0.4 * full < cut < 0.6 * full, (full, cut)
+    capped = decode_audio(data, 16000, 0.5)  # capped: the header's length stands, not the half second decoded
+    assert capped.meta["duration"] == pytest.approx(full, rel=0.05) and len(capped.wave) == 8000
 
 
 def test_image_bytes_are_not_audio():
