@@ -2,7 +2,8 @@
 """Filtered vs unfiltered search latency on a synthetic collection, measured side by side.
 
 N items (default 100,000) with clustered, L2-normalised 512-d vectors are written straight into a
-fresh SQLite data dir (the model identity recorded as ViT-B-32 so the index has the right shape);
+fresh SQLite data dir (the model identity recorded as ViT-B-32 so the index has the right shape), and the
+planner statistics refreshed as an index run does;
 1% of them are 'text' items, the rest images. The same Q query vectors are then searched through
 ``Library.search`` (SQL filter query + FAISS search with an id selector + metadata join) three ways:
 no filter, modality = text (1% of items) and path prefix (1% of items). Printed: median and p95 ms
@@ -80,6 +81,7 @@ def main() -> None:
         library = Library(load_settings({"data_dir": tmp, "model": "ViT-B-32"}, env={}))
         started = time.perf_counter()
         populate(library, clustered(args.n, rng), selective_every=100)
+        library.store.analyze()  # as an index run ends
         library.index()
         print(f"built {args.n} items + index in {time.perf_counter() - started:.1f} s")
         queries = clustered(args.queries, rng)

@@ -56,6 +56,7 @@ def main() -> None:
         library = Library(load_settings({"data_dir": tmp, "model": "ViT-B-32"}, env={}))
         started = time.perf_counter()
         populate(library, clustered(args.n, rng), selective_every=5)
+        library.store.analyze()  # as an index run ends
         library.refresh()
         print(f"built {args.n} items + fused and per-modality indexes in {time.perf_counter() - started:.1f} s")
         pairs = clustered(2 * args.queries, rng).reshape(args.queries, 2, -1)

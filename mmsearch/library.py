@@ -295,6 +295,8 @@ class Library:
                                      max_audio_seconds=self.settings.max_audio_seconds, progress=progress)
             audio = self.audio_encoder if self.audio_identity() else None
             report = Indexer(self.store, self.encoder, options, audio).run(roots)
+            if report.added or report.removed or report.updated or report.moved:
+                self.store.analyze()
             self.refresh()
         return report
 

@@ -62,6 +62,10 @@ def test_rerun_is_incremental(settings, collection, data_dir):
     assert after[str(root / "green.png")][0] == before[str(root / "green.png")][0]
     assert str(root / "note.md") not in after
     assert library.verify() == []
+    # an index run that changed rows leaves SQLite planner statistics of the items as they are now
+    with sqlite3.connect(data_dir / "mmsearch.db") as db:
+        counted = {int(stat.split()[0]) for (stat,) in db.execute("SELECT stat FROM sqlite_stat1 WHERE tbl='items'")}
+    assert counted == {len(after)}
 
 
 def test_moved_file_is_not_re_embedded(settings, collection, monkeypatch):
