@@ -205,7 +205,8 @@ def _format_hits(document: dict) -> str:
               help="Stop after this many epochs without a better validation recall.")
 @click.option("--time-limit", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Checkpoint file (default: in the data dir).")
-@click.option("--fresh", is_flag=True, help="Ignore a previous interrupted run instead of resuming it.")
+@click.option("--fresh", is_flag=True, help="Ignore a previous interrupted run instead of resuming it "
+              "(training still starts from the data dir's current tower, teaching it more sounds).")
 @_command
 def train_audio(ctx: _Context, manifest: str, epochs: int, train_batch: int, lr: float, val_fraction: float,
                 patience: int, time_limit: float | None, output: str | None, fresh: bool) -> None:
