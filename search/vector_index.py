@@ -149,7 +149,11 @@ class FaissIndex:
         selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)) if allowed_ids is not None else None
         if selector is not None:
             params.sel = selector  # the local name keeps the selector alive through the search
-        return self.cpu.range_search(query, float(floor), params=params)[1]
+        try:
+            return self.cpu.range_search(query, float(floor), params=params)[1]
+        except RuntimeError:  # an index type without range search: the head of the ranking, deep enough
+            scores = self.search(query, min(self.ntotal, 10_000), allowed_ids)[0][0]
+            return scores[scores >= floor]
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
         """The stored vectors of those ids it holds; None when the index type cannot give them back."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import faiss
 import numpy as np
 import pytest
 
@@ -175,10 +176,16 @@ def deep(store, monkeypatch):
     return store, {"p": unit((0, 1.0)), "n": unit((1, 1.0))}
 
 
-@pytest.mark.parametrize("late, factory", [(FUSED, "Flat"), ("modality", "Flat"), ("modality", "IVF2,Flat")])
-def test_a_negative_part_reaches_candidates_beyond_its_own_list(deep, late, factory):
-    """Flat indexes give candidates' vectors back; IVF ones do not, and SQL's are used (2 lists, both probed)."""
+@pytest.mark.parametrize("late, factory, ranged", [(FUSED, "Flat", True), ("modality", "Flat", True),
+                                                   ("modality", "IVF2,Flat", True), ("modality", "Flat", False)])
+def test_a_negative_part_reaches_candidates_beyond_its_own_list(deep, late, factory, ranged, monkeypatch):
+    """Flat indexes give candidates' vectors back; IVF ones do not, and SQL's are used (2 lists, both probed).
+    An index type without range search ranks against the head of its ranking instead (here: all of it)."""
     store, queries = deep
+    if not ranged:
+        def no_range_search(*args, **kwargs):
+            raise RuntimeError("range search not implemented")
+        monkeypatch.setattr(faiss.IndexIDMap2, "range_search", no_range_search)
     rrf = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="rrf", explain=True)
     # Global ranks in n's full ranking: 1 → 10th, 2 → 6th, 3 → 1st.
     assert [(h.id, h.score) for h in rrf.results] == [(1, pytest.approx(1 / 61 - 1 / 70)),
