@@ -115,8 +115,9 @@ def index(ctx: _Context, paths: tuple[str, ...], reembed: bool, reembed_audio: b
 @click.option("-k", "--top-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, help="Skip this many results (paging).")
 @click.option("--modality", "modalities", type=MODALITY, multiple=True, help="Only these modalities (repeatable).")
-@click.option("--fusion", type=click.Choice(["early", "rrf", "relative"]), default="early", show_default=True,
-              help="early: one weighted vector; rrf / relative: each part searched alone, lists fused.")
+@click.option("--fusion", type=click.Choice(["early", "rrf", "relative", "dbsf"]), default="early",
+              show_default=True, help="early: one weighted vector; rrf / relative / dbsf: each part searched "
+              "alone, lists fused by rank, by min-max scores or by mean ± 3σ scores.")
 @click.option("--rrf-k", type=click.IntRange(1), default=60, show_default=True)
 @click.option("--index", "index_name", type=click.Choice(["fused", "modality"]),
               help="Late fusion: search the fused index, or one index per modality "

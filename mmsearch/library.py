@@ -51,7 +51,8 @@ class Library:
         """The model to use: the flags' choice, else the one the data dir was built with."""
         if self._spec is None:
             stored, source = self.stored_model(), self.store.get_meta("model_source") or {}
-            name = self.settings.model if self.settings.explicit("model") or not stored else source.get("name", self.settings.model)
+            name = (self.settings.model if self.settings.explicit("model") or not stored
+                    else source.get("name", self.settings.model))
             pretrained = self.settings.pretrained
             if not self.settings.explicit("pretrained") and stored and name == source.get("name"):
                 pretrained = source.get("pretrained", "")

@@ -103,7 +103,7 @@ SETTINGS: tuple[Setting, ...] = (
             "FAISS index factory string for the vector index (inner product), e.g. Flat or IVF1024,Flat."),
     Setting("modality_indexes", True,
             "Keep one index per item modality (image, audio, text) beside the fused one; late fusion (rrf, "
-            "relative) then ranks each part within each modality on its own, so no modality crowds out the others "
+            "relative, dbsf) then ranks each part within each modality on its own, so no modality crowds out the others "
             "(and each modality's best matches come up, good or not). Off: late fusion searches the fused index, "
             "and the vectors are held in memory once instead of twice.",
             _bool),

@@ -3,6 +3,8 @@
 - early: normalise(Σ wᵢ·qᵢ) — one vector searched once (Marqo's weighted queries, rclip's +/- terms).
 - rrf: Σ wᵢ / (k + rankᵢ), ranks from 1 (reciprocal rank fusion; Weaviate rankedFusion, Qdrant RRF).
 - relative: Σ wᵢ · (sᵢ − minᵢ)/(maxᵢ − minᵢ) (Weaviate relativeScoreFusion).
+- dbsf: Σ wᵢ · (sᵢ − (μᵢ − 3σᵢ))/(6σᵢ), μ and the sample σ of each list's scores (Qdrant's
+  distribution-based score fusion; a list of one score, or of equal scores, gives 0.5).
 An item missing from a part's list contributes nothing for that part; negative weights push down.
 """
 from __future__ import annotations
@@ -44,20 +46,33 @@ def rrf_ranks(ranks: Sequence[Mapping[int, int]], weights: Sequence[float], k: i
 
 
 def relative(scored: Sequence[Sequence[tuple[int, float]]], weights: Sequence[float]) -> dict[int, float]:
-    lists = []
-    for hits in scored:
-        values = [s for _, s in hits]
-        lists.append((dict(hits), min(values, default=0.0), max(values, default=0.0)))
-    return relative_ranges(lists, weights)
+    return scaled([(dict(hits), *min_max([s for _, s in hits])) for hits in scored], weights, flat=1.0)
 
 
-def relative_ranges(lists: Sequence[tuple[Mapping[int, float], float, float]], weights: Sequence[float]
-                    ) -> dict[int, float]:
-    """Relative-score fusion over lists given as (item id → score, list minimum, list maximum)."""
+def dbsf(scored: Sequence[Sequence[tuple[int, float]]], weights: Sequence[float]) -> dict[int, float]:
+    return scaled([(dict(hits), *three_sigma([s for _, s in hits])) for hits in scored], weights, flat=0.5)
+
+
+def min_max(values: Sequence[float]) -> tuple[float, float]:
+    return (float(min(values)), float(max(values))) if len(values) else (0.0, 0.0)
+
+
+def three_sigma(values: Sequence[float]) -> tuple[float, float]:
+    """(μ − 3σ, μ + 3σ) with the sample σ; equal ends when there are fewer than two values."""
+    if len(values) < 2:
+        return 0.0, 0.0
+    mean, std = float(np.mean(values)), float(np.std(values, ddof=1))
+    return mean - 3 * std, mean + 3 * std
+
+
+def scaled(lists: Sequence[tuple[Mapping[int, float], float, float]], weights: Sequence[float], flat: float
+           ) -> dict[int, float]:
+    """Σ w · (s − low)/(high − low) over lists given as (item id → score, low, high); ``flat`` where the
+    range is empty (Weaviate gives 1, Qdrant 0.5)."""
     fused: dict[int, float] = {}
     for (scores, low, high), weight in zip(lists, weights):
         span = high - low
         for item_id, score in scores.items():
-            norm = (score - low) / span if span > 0 else 1.0
+            norm = (score - low) / span if span > 0 else flat
             fused[item_id] = fused.get(item_id, 0.0) + weight * norm
     return fused

@@ -50,8 +50,10 @@ class RankedList:
     weight: float
     scores: dict[int, float]
     ranks: dict[int, int]
-    low: float  # the list's score range, for relative-score fusion
-    high: float
+    spread: np.ndarray  # the list's scores, whose range or distribution relative and dbsf normalise by
+
+    def fused_range(self, how: str) -> tuple[float, float]:
+        return fusion.min_max(self.spread) if how == "relative" else fusion.three_sigma(self.spread)
 
 
 class Searcher:
@@ -126,9 +128,11 @@ class Searcher:
             if used == "modality" and self.spaces is None:
                 raise MMSearchError("per-modality indexes are not available here")
             lists = self._late_lists(request, vectors, max(depth, LATE_DEPTH), allowed, used)
-            fused = (fusion.rrf_ranks([l.ranks for l in lists], [l.weight for l in lists], request.rrf_k)
+            list_weights = [l.weight for l in lists]
+            fused = (fusion.rrf_ranks([l.ranks for l in lists], list_weights, request.rrf_k)
                      if request.fusion == "rrf" else
-                     fusion.relative_ranges([(l.scores, l.low, l.high) for l in lists], [l.weight for l in lists]))
+                     fusion.scaled([(l.scores, *l.fused_range(request.fusion)) for l in lists], list_weights,
+                                   flat=1.0 if request.fusion == "relative" else 0.5))
             best: dict[int, float] = {}  # ties (each modality's first is 1/(k+1)) go to the closer match
             for ranked_list in lists:
                 if ranked_list.weight > 0:
@@ -174,7 +178,7 @@ class Searcher:
                 if hits:
                     lists.append(RankedList(n, space, part.weight, dict(hits),
                                             {i: r for r, (i, _) in enumerate(hits, start=1)},
-                                            min(s for _, s in hits), max(s for _, s in hits)))
+                                            np.array([s for _, s in hits])))
         candidates = sorted({i for ranked in lists for i in ranked.ranks})
         for n, (part, vector) in enumerate(zip(request.parts, vectors)):
             if part.weight > 0 or not candidates:
@@ -187,7 +191,8 @@ class Searcher:
 
     def _exact(self, space: str, index: FaissIndex, vector: np.ndarray, candidates: list[int],
                allowed: np.ndarray | None):
-        """(scores, ranks, low, high) of the candidates in one space's full ranking for this vector."""
+        """(scores, ranks) of the candidates in one space's full ranking for this vector, and the scores of
+        everything down to the lowest candidate (the list a negative part is normalised over)."""
         mine = index.vectors(candidates)
         if mine is None:
             mine = self.store.space_vectors(space, candidates, self.index.state.weight_map())
@@ -198,8 +203,8 @@ class Searcher:
         # rank = 1 + how many score higher; the margin keeps an item from counting its own score
         ranks = 1 + len(ahead) - np.searchsorted(ahead, scores + 1e-6, side="right")
         ids = list(mine)
-        high = float(max(ahead[-1], scores.max())) if len(ahead) else float(scores.max())
-        return dict(zip(ids, scores.tolist())), dict(zip(ids, ranks.tolist())), float(scores.min()), high
+        spread = ahead if len(ahead) >= len(scores) else np.concatenate([ahead, scores])  # IVF may miss some
+        return dict(zip(ids, scores.tolist())), dict(zip(ids, ranks.tolist())), spread
 
     def _excluded(self, request: SearchRequest) -> set[int]:
         if not request.exclude_self:

@@ -8,7 +8,7 @@ from typing import Any
 from mmsearch.errors import MMSearchError
 
 KINDS = ("text", "image", "audio", "item")
-FUSIONS = ("early", "rrf", "relative")
+FUSIONS = ("early", "rrf", "relative", "dbsf")
 INDEXES = ("fused", "modality")  # what late fusion searches: the fused item vectors, or one index per modality
 MODALITIES = ("image", "audio", "text")
 MAX_K = 1000
@@ -91,11 +91,11 @@ class SearchRequest:
         if not isinstance(self.offset, int) or isinstance(self.offset, bool) or self.offset < 0:
             raise MMSearchError("offset must be a non-negative integer")
         if self.fusion not in FUSIONS:
-            raise MMSearchError(f"unknown fusion {self.fusion!r}: use early, rrf or relative")
+            raise MMSearchError(f"unknown fusion {self.fusion!r}: use early, rrf, relative or dbsf")
         if self.index is not None and self.index not in INDEXES:
             raise MMSearchError(f"unknown index {self.index!r}: use fused or modality")
         if self.fusion == "early" and self.index == "modality":
-            raise MMSearchError("index 'modality' needs late fusion: use fusion rrf or relative")
+            raise MMSearchError("index 'modality' needs late fusion: use fusion rrf, relative or dbsf")
         if self.fusion != "early" and all(p.weight < 0 for p in self.parts):
             raise MMSearchError("late fusion needs at least one part with a positive weight")
         if not isinstance(self.rrf_k, int) or self.rrf_k < 1:

@@ -42,6 +42,18 @@ def test_relative_score_fusion_by_hand():
     assert fusion.relative([[(4, 0.3)]], [-2.0]) == {4: -2.0}
 
 
+def test_distribution_based_score_fusion_by_hand():
+    # List 1: mean 0.5, sample σ 0.4 → range −0.7..1.7 (2.4 wide). List 2: mean 0.6, σ √0.08 → 0.6 ± 0.8485.
+    fused = fusion.dbsf([[(1, 0.9), (2, 0.5), (3, 0.1)], [(3, 0.8), (1, 0.4)]], [1.0, 0.5])
+    spread = 6 * 0.08 ** 0.5
+    assert fused[1] == pytest.approx(1.6 / 2.4 + 0.5 * (0.4 - 0.6 + spread / 2) / spread)
+    assert fused[2] == pytest.approx(0.5)
+    assert fused[3] == pytest.approx(0.8 / 2.4 + 0.5 * (0.8 - 0.6 + spread / 2) / spread)
+    assert fused[1] == pytest.approx(0.857741, abs=1e-6) and fused[3] == pytest.approx(0.642259, abs=1e-6)
+    assert fusion.dbsf([[(4, 0.3)]], [-2.0]) == {4: -1.0}  # one score: 0.5, as Qdrant gives
+    assert fusion.dbsf([[(5, 0.3), (6, 0.3)]], [1.0]) == {5: 0.5, 6: 0.5}
+
+
 @pytest.mark.parametrize("text, expected", [
     ('"sunset" - "people"', [("text", "sunset", 1.0), ("text", "people", -1.0)]),
     ("2:cat", [("text", "cat", 2.0)]),

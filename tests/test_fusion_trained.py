@@ -2,7 +2,7 @@
 
 An image+text query ("red" + a picture of a blue circle; "a circle" + a picture of a red triangle) must
 rank red circles, which match both parts, above items that match one part (red triangles and crosses;
-circles of other colours), with early fusion, RRF and relative-score fusion. A negative part
+circles of other colours), with early fusion, RRF, relative-score fusion and DBSF. A negative part
 ("a circle" − "red", and "red" − "a circle") must push red circles down, below what stays wanted.
 Held-out pictures are drawn with seeds the training never used. Measured figures are printed (-s).
 """
@@ -24,7 +24,7 @@ from sqlalchemy import select
 from .shapes import COLOURS, HELD_OUT, SHAPES, picture, train_tiny
 
 PER_CLASS = 5  # held-out pictures of each colour × shape
-FUSIONS = ("early", "rrf", "relative")
+FUSIONS = ("early", "rrf", "relative", "dbsf")
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def mixed(trained, library, tmp_path_factory) -> tuple[Library, dict[int, tuple[
     return mixed_lib, kinds
 
 
-@pytest.mark.parametrize("fusion", ("rrf", "relative"))
+@pytest.mark.parametrize("fusion", ("rrf", "relative", "dbsf"))
 def test_per_modality_indexes_keep_one_modality_from_crowding_out_the_other(mixed, fusion):
     """Scores across modalities are not comparable (the modality gap): in the fused index a text query's
     first results all come from one modality (with this model, pictures: its text tower was trained only

@@ -128,6 +128,12 @@ def test_per_modality_lists_keep_one_modality_from_crowding_out_the_others(gap):
     assert [(h.id, h.score) for h in relative.results] == [
         (1, pytest.approx(1.0)), (4, pytest.approx(1.0)), (2, pytest.approx(0.5)),
         (5, pytest.approx(0.5)), (3, pytest.approx(0.0)), (6, pytest.approx(0.0))]
+    # DBSF normalises by mean ± 3σ: notes 0.9/0.8/0.7 (μ 0.8, σ 0.1) and pictures 0.3/0.25/0.2 (μ 0.25,
+    # σ 0.05) both map to 2/3, 1/2, 1/3 (equal up to rounding, so each pair's order is left open).
+    dbsf = run(searcher(store), queries, [("q", 1.0)], k=6, fusion="dbsf")
+    pairs = [sorted((h.id, round(h.score, 6)) for h in dbsf.results[n:n + 2]) for n in (0, 2, 4)]
+    assert pairs == [[(1, round(2 / 3, 6)), (4, round(2 / 3, 6))], [(2, 0.5), (5, 0.5)],
+                     [(3, round(1 / 3, 6)), (6, round(1 / 3, 6))]]
     # A request can ask for either index; early fusion has only the fused one.
     assert [h.id for h in run(searcher(store), queries, [("q", 1.0)], k=2, fusion="rrf",
                               index="fused").results] == [1, 2]
@@ -186,16 +192,25 @@ def test_a_negative_part_reaches_candidates_beyond_its_own_list(deep, late, fact
         def no_range_search(*args, **kwargs):
             raise RuntimeError("range search not implemented")
         monkeypatch.setattr(faiss.IndexIDMap2, "range_search", no_range_search)
-    rrf = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="rrf", explain=True)
+    rrf = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="rrf",
+              explain=True)
     # Global ranks in n's full ranking: 1 → 10th, 2 → 6th, 3 → 1st.
     assert [(h.id, h.score) for h in rrf.results] == [(1, pytest.approx(1 / 61 - 1 / 70)),
                                                       (2, pytest.approx(1 / 62 - 1 / 66))]
     assert [p["rank"] for p in rrf.results[1].parts] == [2, 6]
     assert [p["rank"] for p in rrf.results[0].parts] == [1, 10]
     # Relative: p's list spans 0.5–0.6; n's scores span the candidates' lowest (0.05) to the global best (0.65).
-    relative = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="relative")
+    relative = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2,
+                   fusion="relative")
     assert [(h.id, h.score) for h in relative.results] == [
         (1, pytest.approx(1.0 - 0.0, abs=1e-5)), (2, pytest.approx(0.5 - 0.35 / 0.6, abs=1e-5))]
+    # DBSF: p's list 0.6/0.55/0.5 has μ 0.55, σ 0.05 → 0.4..0.7. n's list is everything down to the lowest
+    # candidate, all ten: μ 0.41, sample σ √(0.294 / 9) ≈ 0.18074 → 0.41 ± 0.54222.
+    dbsf = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="dbsf")
+    sigma = (0.294 / 9) ** 0.5
+    assert [(h.id, h.score) for h in dbsf.results] == [
+        (1, pytest.approx(0.2 / 0.3 - (0.05 - 0.41 + 3 * sigma) / (6 * sigma), abs=1e-5)),
+        (2, pytest.approx(0.15 / 0.3 - (0.4 - 0.41 + 3 * sigma) / (6 * sigma), abs=1e-5))]
 
 
 def test_late_fusion_needs_a_positive_part(gap):

@@ -23,7 +23,7 @@ def document(server: str = "") -> dict[str, Any]:
         "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
         "offset": {"type": "integer", "minimum": 0, "default": 0},
         "modality": {"type": "array", "items": {"enum": ["image", "audio", "text"]}},
-        "fusion": {"enum": ["early", "rrf", "relative"], "default": "early"},
+        "fusion": {"enum": ["early", "rrf", "relative", "dbsf"], "default": "early"},
         "rrf_k": {"type": "integer", "minimum": 1, "default": 60},
         "index": {"enum": ["fused", "modality"],
                   "description": "Late fusion: the fused index, or one per modality (default: modality when "
@@ -77,7 +77,7 @@ def document(server: str = "") -> dict[str, Any]:
                 "SearchResponse": {"type": "object", "required": ["results", "took_ms"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
                     "took_ms": {"type": "number"},
-                    "fusion": {"enum": ["early", "rrf", "relative"]},
+                    "fusion": {"enum": ["early", "rrf", "relative", "dbsf"]},
                     "index": {"enum": ["fused", "modality"], "description": "the index the results came from"},
                     "next": {"type": "integer", "description": "offset of the next page, when there is one"}}},
             },

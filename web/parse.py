@@ -218,7 +218,7 @@ def build(options: Mapping[str, Any], uploads: Mapping[str, bytes] | None = None
         dedupe = _number("dedupe", dedupe)
     fusion = options.get("fusion") or "early"
     if fusion not in FUSIONS:
-        raise BadRequest(f"unknown fusion {str(fusion)[:40]!r}: use early, rrf or relative")
+        raise BadRequest(f"unknown fusion {str(fusion)[:40]!r}: use early, rrf, relative or dbsf")
     index = options.get("index") or None
     if index is not None and index not in INDEXES:
         raise BadRequest(f"unknown index {str(index)[:40]!r}: use fused or modality")
