@@ -237,9 +237,11 @@ class Searcher:
                  lists: list[RankedList]) -> None:
         """Each result's similarity to each part, with its own vectors' similarities (content, caption) so a
         caption match shows as one; for late fusion, its rank in that part's list (of its modality)."""
-        own = self.store.part_vectors([hit.id for hit in hits])
+        ids = [hit.id for hit in hits]
+        own = self.store.part_vectors(ids)
+        fused = self.store.space_vectors(FUSED, ids, self.index.state.weight_map())
         for hit in hits:
-            vector = self._vector(hit.id)
+            vector = fused.get(hit.id)
             hit.parts = []
             for n, (part, query) in enumerate(zip(parts, vectors)):
                 entry = {"label": part.label, "weight": part.weight,
