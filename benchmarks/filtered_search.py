@@ -70,18 +70,28 @@ def timed(library: Library, queries: np.ndarray, k: int, filters: Filters) -> tu
     return latencies, full / len(queries)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--k", type=int, default=10)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def synthetic(data_dir: str, n: int, rng: np.random.Generator, selective_every: int) -> Library:
+    """A data dir holding n clustered vectors, planner statistics refreshed as an index run leaves them."""
+    library = Library(load_settings({"data_dir": data_dir, "model": "ViT-B-32"}, env={}))
+    populate(library, clustered(n, rng), selective_every)
+    library.store.analyze()
+    return library
+
+
+def main() -> None:
+    args = arguments(__doc__)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        library = Library(load_settings({"data_dir": tmp, "model": "ViT-B-32"}, env={}))
         started = time.perf_counter()
-        populate(library, clustered(args.n, rng), selective_every=100)
-        library.store.analyze()  # as an index run ends
+        library = synthetic(tmp, args.n, rng, selective_every=100)
         library.index()
         print(f"built {args.n} items + index in {time.perf_counter() - started:.1f} s")
         queries = clustered(args.queries, rng)

@@ -12,7 +12,6 @@ p95 ms per query and the ratio to early fusion; then the bytes of the fused and 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -23,9 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from filtered_search import clustered, populate  # noqa: E402
+from filtered_search import arguments, clustered, synthetic  # noqa: E402
 from mmsearch.library import Library  # noqa: E402
-from mmsearch.settings import load_settings  # noqa: E402
 from search.request import QueryPart, SearchRequest  # noqa: E402
 from search.store import FUSED, MODALITY_SPACES  # noqa: E402
 
@@ -46,17 +44,11 @@ def timed(library: Library, pairs: np.ndarray, k: int, weights: tuple[float, flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--k", type=int, default=10)
-    args = parser.parse_args()
+    args = arguments(__doc__)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        library = Library(load_settings({"data_dir": tmp, "model": "ViT-B-32"}, env={}))
         started = time.perf_counter()
-        populate(library, clustered(args.n, rng), selective_every=5)
-        library.store.analyze()  # as an index run ends
+        library = synthetic(tmp, args.n, rng, selective_every=5)
         library.refresh()
         print(f"built {args.n} items + fused and per-modality indexes in {time.perf_counter() - started:.1f} s")
         pairs = clustered(2 * args.queries, rng).reshape(args.queries, 2, -1)

@@ -69,15 +69,20 @@ def test_remove_and_rebuild(runner, collection, data_dir):
     assert runner("verify").exit_code == 0
 
 
+def stale_after_new_picture(runner, root, data_dir, backup, index_file: str, picture_name: str, seed: int) -> None:
+    """Keep a copy of an index file and its sidecar, index one new picture, then put the old pair back."""
+    for suffix in ("", ".json"):
+        shutil.copy(data_dir / (index_file + suffix), backup / (index_file + suffix))
+    picture(seed).save(root / picture_name)
+    as_json(runner("index", str(root), "--json"))
+    for suffix in ("", ".json"):
+        shutil.copy(backup / (index_file + suffix), data_dir / (index_file + suffix))
+
+
 def test_stale_index_file_is_detected_and_rebuilt_on_open(runner, collection, data_dir, tmp_path):
     root, _ = collection
     as_json(runner("index", str(root), "--json"))
-    shutil.copy(data_dir / "vectors.faiss", tmp_path / "old.faiss")
-    shutil.copy(data_dir / "vectors.faiss.json", tmp_path / "old.faiss.json")
-    picture(77).save(root / "new.png")
-    as_json(runner("index", str(root), "--json"))
-    shutil.copy(tmp_path / "old.faiss", data_dir / "vectors.faiss")
-    shutil.copy(tmp_path / "old.faiss.json", data_dir / "vectors.faiss.json")
+    stale_after_new_picture(runner, root, data_dir, tmp_path, "vectors.faiss", "new.png", 77)
     verdict = runner("verify", "--json")
     assert verdict.exit_code == 1 and json.loads(verdict.stdout)["problems"]
     found = as_json(runner("search", "--image", str(root / "new.png"), "--json"))
@@ -99,12 +104,7 @@ def test_late_fusion_searches_per_modality_index_files(runner, collection, data_
     assert "late fusion" in one_line_error(runner("search", "shapes", "--index", "modality"))
 
     # Each file is a cache checked against SQL like the main one: a stale one is reported, then caught up.
-    shutil.copy(data_dir / "vectors.image.faiss", tmp_path / "old.faiss")
-    shutil.copy(data_dir / "vectors.image.faiss.json", tmp_path / "old.faiss.json")
-    picture(78).save(root / "newer.png")
-    as_json(runner("index", str(root), "--json"))
-    shutil.copy(tmp_path / "old.faiss", data_dir / "vectors.image.faiss")
-    shutil.copy(tmp_path / "old.faiss.json", data_dir / "vectors.image.faiss.json")
+    stale_after_new_picture(runner, root, data_dir, tmp_path, "vectors.image.faiss", "newer.png", 78)
     problems = json.loads(runner("verify", "--json").stdout)["problems"]
     assert problems and all(p.startswith("image index: ") for p in problems), problems
     found = as_json(runner("search", "--image", str(root / "newer.png"), "--fusion", "rrf", "--json"))
