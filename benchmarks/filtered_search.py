@@ -5,7 +5,7 @@ N items (default 100,000) with clustered, L2-normalised 512-d vectors are writte
 fresh SQLite data dir (the model identity recorded as ViT-B-32 so the index has the right shape), and the
 planner statistics refreshed as an index run does;
 1% of them are 'text' items, the rest images. The same Q query vectors are then searched through
-``Library.search`` (SQL filter query + FAISS search with an id selector + metadata join) three ways:
+``Searcher.search`` (SQL filter query + FAISS search with an id selector + metadata join) three ways:
 no filter, modality = text (1% of items) and path prefix (1% of items). Printed: median and p95 ms
 per query, the share of queries that returned all k results, and the ratio filtered / unfiltered.
 

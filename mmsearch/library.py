@@ -10,6 +10,7 @@ import json
 import os
 import threading
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -20,7 +21,7 @@ from sqlalchemy import func, select
 from search.query import Searcher, SearchResponse
 from search.request import SearchRequest
 from search.store import CONTENT, FUSED, MODALITY_SPACES, OK, Item, Store, Vector
-from search.vector_index import FaissIndex, IndexState, SyncReport, check, sync
+from search.vector_index import FaissIndex, IndexState, Partitioned, SyncReport, check, sync
 from encoders.identity import RANDOM, ModelSpec, describe, encoder_key, file_checksum
 
 from .errors import DataDirError, LockedError, MMSearchError, ModelLoadError, ModelMismatchError
@@ -39,8 +40,9 @@ class Library:
         self._encoder: Any = None
         self._audio_encoder: Any = None
         self._spec: Any = None
-        self._indexes: dict[str, FaissIndex] = {}  # by space: the fused index, and per-modality ones
-        self._index_lock = threading.RLock()  # web threads may open a space at the same moment
+        self._indexes: dict[str, FaissIndex] = {}  # the index's parts, by modality
+        self._reports: dict[str, SyncReport] = {}
+        self._index_lock = threading.RLock()  # web threads may open the index at the same moment
         self.last_sync: SyncReport | None = None
 
     # --- model ------------------------------------------------------------------------------------
@@ -151,16 +153,8 @@ class Library:
             self.store._set(session, "model_source", source)
 
     # --- vector index -----------------------------------------------------------------------------
-    @property
-    def index_path(self) -> Path:
-        return self.index_file(FUSED)
-
     def index_file(self, space: str) -> Path:
-        return self.data_path / (INDEX_FILE if space == FUSED else INDEX_FILE.replace(".", f".{space}.", 1))
-
-    def kept_spaces(self) -> list[str]:
-        """The indexes kept in step with SQL: the fused one, and one per item modality when configured."""
-        return [FUSED, *MODALITY_SPACES] if self.settings.modality_indexes else [FUSED]
+        return self.data_path / INDEX_FILE.replace(".", f".{space}.", 1)
 
     def _wanted_index(self, space: str = FUSED) -> IndexState:
         stored = self.stored_model()
@@ -170,54 +164,63 @@ class Library:
         return IndexState(0, encoder_key(stored), int(stored["dim"]), self._factory(space), weights, space)
 
     def _factory(self, space: str) -> str:
-        """The configured index type; a modality space too small to train it (fewer vectors than IVF lists)
-        is searched exactly instead, so a few captions never stop a large collection's index."""
+        """The configured index type; a part with fewer vectors than the IVF type has lists is searched
+        exactly instead (a few sounds never stop a large photo collection's IVF index)."""
         factory = self.settings.index_type
         if space == FUSED or factory == "Flat":
             return factory
         try:
             ivf = faiss.try_extract_index_ivf(faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT))
         except RuntimeError:
-            return factory  # invalid: the fused index reports it
+            return factory  # invalid: building it reports why
         return "Flat" if ivf is not None and len(self.store.vector_ids(space)) < ivf.nlist else factory
 
-    def index(self, refresh: bool = False, space: str = FUSED) -> FaissIndex:
-        """A space's vector index, checked against SQL and caught up or rebuilt when stale, then saved."""
+    def index(self, refresh: bool = False) -> Partitioned:
+        """The vector index (one part per modality), each part checked against SQL and caught up or rebuilt
+        when stale, then saved."""
         with self._index_lock:
-            current = self._indexes.get(space)
-            if current is not None and not refresh:
-                return current
-            want = self._wanted_index(space)
-            if want.dim == 0:
-                index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights, space))
-            else:
-                cached = current if current is not None else FaissIndex.load(self.index_file(space))
-                index, report = sync(cached, self.store, want)
-                index.nprobe = self.settings.nprobe
-                if space == FUSED:
-                    self.last_sync = report
-                if report.action != "fresh":
-                    try:
-                        index.save(self.index_file(space))
-                    except OSError:
-                        pass  # only a cache: the next open rebuilds or catches up again
-            self._indexes[space] = index
-            return index
+            parts = {space: self._part(space, refresh) for space in MODALITY_SPACES}
+            reports = [self._reports[space] for space in MODALITY_SPACES if space in self._reports]
+            if refresh or self.last_sync is None:
+                actions = {r.action for r in reports}
+                self.last_sync = SyncReport(next((a for a in ("rebuilt", "caught-up") if a in actions), "fresh"),
+                                            sum(r.added for r in reports), sum(r.removed for r in reports))
+            generation = min(part.state.generation for part in parts.values())
+            return Partitioned(parts, replace(self._wanted_index(FUSED), generation=generation))
 
-    def refresh(self) -> None:
-        """Bring every kept or opened index up to what SQL holds."""
-        with self._index_lock:
-            for space in dict.fromkeys([*self.kept_spaces(), *self._indexes]):
-                self.index(refresh=True, space=space)
+    def _part(self, space: str, refresh: bool) -> FaissIndex:
+        current = self._indexes.get(space)
+        if current is not None and not refresh:
+            return current
+        want = self._wanted_index(space)
+        if want.dim == 0:
+            index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights, space))
+        else:
+            cached = current if current is not None else FaissIndex.load(self.index_file(space))
+            index, self._reports[space] = sync(cached, self.store, want)
+            index.nprobe = self.settings.nprobe
+            if self._reports[space].action != "fresh":
+                try:
+                    index.save(self.index_file(space))
+                except OSError:
+                    pass  # only a cache: the next open rebuilds or catches up again
+        self._indexes[space] = index
+        return index
+
+    def refresh(self) -> Partitioned:
+        """Bring every part of the index up to what SQL holds."""
+        (self.data_path / INDEX_FILE).unlink(missing_ok=True)  # the single file of earlier versions
+        return self.index(refresh=True)
 
     def index_is_current(self) -> bool:
-        """Whether the loaded indexes reflect what SQL holds now (cheap: one meta read)."""
+        """Whether the loaded index reflects what SQL holds now (cheap: one meta read)."""
         generation = self.store.generation()
-        return FUSED in self._indexes and all(i.state.generation == generation for i in self._indexes.values())
+        return set(MODALITY_SPACES) <= set(self._indexes) and \
+            all(part.state.generation == generation for part in self._indexes.values())
 
     def rebuild_index(self) -> SyncReport:
         with self._index_lock:
-            for space in (FUSED, *MODALITY_SPACES):
+            for space in MODALITY_SPACES:
                 self.index_file(space).unlink(missing_ok=True)
             self._indexes.clear()
             self.refresh()
@@ -229,11 +232,9 @@ class Library:
         encoder, dim = want.encoder, want.dim
         problems: list[str] = []
         if dim:
-            problems += check(FaissIndex.load(self.index_path), self.store, want)
-            for space in MODALITY_SPACES:  # built on demand: only a file that exists must agree
-                if self.index_file(space).exists():
-                    problems += [f"{space} index: {p}" for p in
-                                 check(FaissIndex.load(self.index_file(space)), self.store, self._wanted_index(space))]
+            for space in MODALITY_SPACES:
+                problems += [f"{space} index: {p}" for p in
+                             check(FaissIndex.load(self.index_file(space)), self.store, self._wanted_index(space))]
         with self.store.session() as session:
             audio_key = self.store._get(session, "audio_key")
             own_audio = (Vector.part == CONTENT) & (Item.modality == "audio")
@@ -278,8 +279,7 @@ class Library:
 
     # --- operations -------------------------------------------------------------------------------
     def searcher(self) -> Searcher:
-        return Searcher(self.store, self.index(), lambda space: self.index(space=space),
-                        "modality" if self.settings.modality_indexes else FUSED)
+        return Searcher(self.store, self.index())
 
     def run_index(self, roots: Sequence[str], reembed: bool = False, progress: bool = False,
                   reembed_audio: bool = False):
@@ -394,8 +394,8 @@ class Library:
         return {**self.store.counts(), "model": self.stored_model(),
                 "index": {"type": want.factory, "ntotal": index.ntotal, "dim": want.dim or None,
                           "device": index.device,
-                          "modality_indexes": {space: self.index(space=space).ntotal
-                                               for space in self.kept_spaces() if space != FUSED}}}
+                          "by_modality": {space: {"ntotal": part.ntotal, "type": part.state.factory}
+                                          for space, part in index.parts.items()}}}
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:

@@ -44,17 +44,6 @@ def _weights(value: Any) -> dict[str, float]:
     return {m: weights.get(m, 1.0) for m in ("image", "audio", "text")}
 
 
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not true or false")
-
-
 def _non_negative_int(value: Any) -> int:
     number = int(value)
     if number < 0:
@@ -101,12 +90,6 @@ SETTINGS: tuple[Setting, ...] = (
             _weights),
     Setting("index_type", "Flat",
             "FAISS index factory string for the vector index (inner product), e.g. Flat or IVF1024,Flat."),
-    Setting("modality_indexes", True,
-            "Keep one index per item modality (image, audio, text) beside the fused one; late fusion (rrf, "
-            "relative, dbsf) then ranks each part within each modality on its own, so no modality crowds out the others "
-            "(and each modality's best matches come up, good or not). Off: late fusion searches the fused index, "
-            "and the vectors are held in memory once instead of twice.",
-            _bool),
     Setting("nprobe", 16, "IVF index types: inverted lists visited per query (higher: better recall, slower).",
             _positive_int),
     Setting("cache_dir", "", "Where downloaded weights are kept. Empty: the Hugging Face / open_clip default cache."),

@@ -12,8 +12,8 @@ from mmsearch.errors import MMSearchError
 
 from . import fusion
 from .request import Filters, QueryPart, SearchRequest
-from .store import FUSED, MODALITY_SPACES, Item, Store
-from .vector_index import FaissIndex
+from .store import FUSED, Item, Store
+from .vector_index import FaissIndex, Partitioned
 
 LATE_DEPTH = 100  # each positive part's list in late fusion reaches at least this deep
 
@@ -38,7 +38,7 @@ class SearchResponse:
     took_ms: float
     next_offset: int | None = None
     parts: list[dict] = field(default_factory=list)
-    index: str = FUSED  # the index the lists came from: "fused", or "modality" for per-modality spaces
+    index: str = FUSED  # where the lists came from: the whole index ("fused"), or each modality's part
 
 
 @dataclass
@@ -57,14 +57,11 @@ class RankedList:
 
 
 class Searcher:
-    def __init__(self, store: Store, index: FaissIndex, spaces: Callable[[str], FaissIndex] | None = None,
-                 late_index: str = FUSED):
-        """``spaces`` opens a per-modality index by space name; ``late_index`` is what late fusion
-        searches unless a request says otherwise ("fused", or "modality" when spaces are given)."""
+    def __init__(self, store: Store, index: Partitioned, late_index: str = "modality"):
+        """``late_index``: what late fusion ranks in unless a request says otherwise."""
         self.store = store
         self.index = index
-        self.spaces = spaces
-        self.late_index = late_index if spaces is not None else FUSED
+        self.late_index = late_index
 
     # --- single vector ------------------------------------------------------------------------------
     def by_vector(self, vector: np.ndarray, k: int, modalities: Sequence[str] | None = None,
@@ -74,7 +71,7 @@ class Searcher:
             raise MMSearchError("k must be a positive integer")
         filters = Filters(modalities=list(modalities) if modalities else None)
         allowed = self.store.filter_ids(filters) if filters.active else None
-        pairs = self._search(np.asarray(vector, np.float32).reshape(-1), k, allowed)
+        pairs = self._search(np.asarray(vector, np.float32).reshape(-1), k, allowed, self._main(filters))
         if first is not None:
             # Exact duplicates tie with the item itself; the item asked about leads.
             pairs.sort(key=lambda p: (p[0] != first, -p[1]))
@@ -97,9 +94,12 @@ class Searcher:
         """The item's vector in the main index: fused with its caption when it has one."""
         return self.store.index_vector(item_id, self.index.state.weight_map())
 
-    def _search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None, index: FaissIndex | None = None
+    def _main(self, filters: Filters) -> Partitioned:
+        """The whole index, less the parts a modality filter leaves out."""
+        return self.index.only(filters.modalities) if filters.modalities else self.index
+
+    def _search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None, index: Partitioned | FaissIndex
                 ) -> list[tuple[int, float]]:
-        index = index or self.index
         if index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
             return []
         scores, ids = index.search(vector, k, allowed)
@@ -122,11 +122,9 @@ class Searcher:
         lists: list[RankedList] = []
         used = FUSED
         if request.fusion == "early":
-            ranked = self._search(fusion.early(vectors, weights), depth, allowed)
+            ranked = self._search(fusion.early(vectors, weights), depth, allowed, self._main(request.filters))
         else:
             used = request.index or self.late_index
-            if used == "modality" and self.spaces is None:
-                raise MMSearchError("per-modality indexes are not available here")
             lists = self._late_lists(request, vectors, max(depth, LATE_DEPTH), allowed, used)
             list_weights = [l.weight for l in lists]
             fused = (fusion.rrf_ranks([l.ranks for l in lists], list_weights, request.rrf_k)
@@ -155,20 +153,16 @@ class Searcher:
         return SearchResponse(hits, took, next_offset, described, used)
 
     # --- late fusion --------------------------------------------------------------------------------
-    def _space_names(self, used: str, filters: Filters) -> list[str]:
-        if used == FUSED:
-            return [FUSED]
-        return [s for s in MODALITY_SPACES if s in (filters.modalities or MODALITY_SPACES)]
-
-    def _open(self, space: str) -> FaissIndex:
-        return self.index if space == FUSED else self.spaces(space)
+    def _spaces(self, used: str, filters: Filters) -> list[tuple[str, Partitioned | FaissIndex]]:
+        """What late fusion ranks in: the whole index at once, or each modality's part on its own."""
+        main = self._main(filters)
+        return [(FUSED, main)] if used == FUSED else list(main.parts.items())
 
     def _late_lists(self, request: SearchRequest, vectors: list[np.ndarray], depth: int,
                     allowed: np.ndarray | None, used: str) -> list[RankedList]:
         """Positive parts: each space's top ``depth``. Negative parts: the exact global rank and score of
         every candidate the positive parts found, so a penalty never stops at a list's depth."""
-        spaces = [(s, self._open(s)) for s in self._space_names(used, request.filters)]
-        spaces = [(s, index) for s, index in spaces if index.ntotal]
+        spaces = [(s, index) for s, index in self._spaces(used, request.filters) if index.ntotal]
         lists: list[RankedList] = []
         for n, (part, vector) in enumerate(zip(request.parts, vectors)):
             if part.weight < 0:
@@ -189,7 +183,7 @@ class Searcher:
                     lists.append(RankedList(n, space, part.weight, *found))
         return lists
 
-    def _exact(self, space: str, index: FaissIndex, vector: np.ndarray, candidates: list[int],
+    def _exact(self, space: str, index: Partitioned | FaissIndex, vector: np.ndarray, candidates: list[int],
                allowed: np.ndarray | None):
         """(scores, ranks) of the candidates in one space's full ranking for this vector, and the scores of
         everything down to the lowest candidate (the list a negative part is normalised over)."""

@@ -9,7 +9,7 @@ from mmsearch.errors import MMSearchError
 
 KINDS = ("text", "image", "audio", "item")
 FUSIONS = ("early", "rrf", "relative", "dbsf")
-INDEXES = ("fused", "modality")  # what late fusion searches: the fused item vectors, or one index per modality
+INDEXES = ("fused", "modality")  # what late fusion ranks in: the whole index, or each modality's part of it
 MODALITIES = ("image", "audio", "text")
 MAX_K = 1000
 
@@ -81,7 +81,7 @@ class SearchRequest:
     explain: bool = False
     exclude_self: bool = False  # for item parts: leave the item (and its exact duplicates) out
     dedupe: str | float | None = None  # "hash", or a cosine threshold for near duplicates
-    index: str | None = None  # late fusion only; None: the data dir's default (settings.modality_indexes)
+    index: str | None = None  # late fusion only; None: "modality"
 
     def __post_init__(self) -> None:
         if not self.parts:

@@ -168,6 +168,63 @@ class FaissIndex:
         return out
 
 
+class Partitioned:
+    """The main index: one FaissIndex per item modality, searched together and merged by score. Every vector
+    is held once; late fusion ranks within one part, and a modality filter leaves the other parts unread."""
+
+    def __init__(self, parts: dict[str, FaissIndex], state: IndexState):
+        self.parts = parts
+        self.state = state  # the whole: layout as configured, generation of the part furthest behind
+
+    @property
+    def ntotal(self) -> int:
+        return sum(part.ntotal for part in self.parts.values())
+
+    def ids(self) -> np.ndarray:
+        return np.concatenate([part.ids() for part in self.parts.values()] or [np.zeros(0, np.int64)])
+
+    @property
+    def device(self) -> str:
+        return "gpu" if any(part.device == "gpu" for part in self.parts.values()) else "cpu"
+
+    def only(self, names: Sequence[str]) -> "Partitioned":
+        return Partitioned({n: p for n, p in self.parts.items() if n in names}, self.state)
+
+    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row over all parts; -1 ids pad rows with fewer than k hits."""
+        queries = np.atleast_2d(queries)
+        found = [part.search(queries, k, allowed_ids) for part in self.parts.values() if part.ntotal]
+        if not found:
+            return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
+        scores = np.concatenate([s for s, _ in found], axis=1)
+        ids = np.concatenate([i for _, i in found], axis=1)
+        scores = np.where(ids >= 0, scores, -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :max(1, int(k))]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+    def scores_above(self, query: np.ndarray, floor: float, allowed_ids: np.ndarray | None = None) -> np.ndarray:
+        return np.concatenate([part.scores_above(query, floor, allowed_ids) for part in self.parts.values()]
+                              or [np.zeros(0, np.float32)])
+
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
+        out: dict[int, np.ndarray] = {}
+        for part in self.parts.values():
+            found = part.vectors(ids)
+            if found is None:
+                return None
+            out.update(found)
+        return out
+
+    def reconstruct(self, item_id: int) -> np.ndarray:
+        for part in self.parts.values():
+            try:
+                return part.reconstruct(item_id)
+            except RuntimeError:
+                continue
+        raise KeyError(item_id)
+
+
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -25,7 +25,8 @@ def test_index_search_stats_json(runner, collection):
     assert stats["model"] == {"name": "tiny", "pretrained": "random", "dim": 64}
     assert stats["index"] == {"type": "Flat", "ntotal": expected["image"] + expected["text"] + expected["audio"],
                               "dim": 64, "device": "cpu",
-                              "modality_indexes": {m: expected[m] for m in ("image", "audio", "text")}}
+                              "by_modality": {m: {"ntotal": expected[m], "type": "Flat"}
+                                              for m in ("image", "audio", "text")}}
 
     found = as_json(runner("search", "a dog on a beach", "-k", "4", "--json"))
     assert len(found["results"]) == 4 and found["took_ms"] >= 0
@@ -63,7 +64,7 @@ def test_remove_and_rebuild(runner, collection, data_dir):
     before = as_json(runner("stats", "--json"))["index"]["ntotal"]
     assert as_json(runner("remove", str(root / "sub dir"), "--json")) == {"removed": 3}
     assert as_json(runner("stats", "--json"))["index"]["ntotal"] == before - 3
-    (data_dir / "vectors.faiss").unlink()
+    (data_dir / "vectors.image.faiss").unlink()
     assert runner("verify").exit_code == 1
     assert as_json(runner("rebuild-index", "--json"))["ntotal"] == before - 3
     assert runner("verify").exit_code == 0
@@ -82,7 +83,7 @@ def stale_after_new_picture(runner, root, data_dir, backup, index_file: str, pic
 def test_stale_index_file_is_detected_and_rebuilt_on_open(runner, collection, data_dir, tmp_path):
     root, _ = collection
     as_json(runner("index", str(root), "--json"))
-    stale_after_new_picture(runner, root, data_dir, tmp_path, "vectors.faiss", "new.png", 77)
+    stale_after_new_picture(runner, root, data_dir, tmp_path, "vectors.image.faiss", "new.png", 77)
     verdict = runner("verify", "--json")
     assert verdict.exit_code == 1 and json.loads(verdict.stdout)["problems"]
     found = as_json(runner("search", "--image", str(root / "new.png"), "--json"))
@@ -90,33 +91,24 @@ def test_stale_index_file_is_detected_and_rebuilt_on_open(runner, collection, da
     assert runner("verify").exit_code == 0
 
 
-def test_late_fusion_searches_per_modality_index_files(runner, collection, data_dir, tmp_path):
+def test_late_fusion_ranks_within_each_modality_or_over_everything(runner, collection, data_dir):
     root, expected = collection
+    data_dir.mkdir(parents=True)
+    (data_dir / "vectors.faiss").write_bytes(b"an earlier version's single index file")
     as_json(runner("index", str(root), "--json"))
-    spaces = ("image", "audio", "text")
-    assert all((data_dir / f"vectors.{space}.faiss").exists() for space in spaces)
+    assert sorted(p.name for p in data_dir.glob("*.faiss")) == [f"vectors.{m}.faiss"
+                                                                for m in ("audio", "image", "text")]
     late = as_json(runner("search", "shapes", "--fusion", "rrf", "--explain", "-k", "50", "--json"))
     assert (late["fusion"], late["index"]) == ("rrf", "modality")
     counted = sum(expected[m] for m in ("image", "audio", "text"))
-    assert len(late["results"]) == counted  # every item, from four lists
-    fused = as_json(runner("search", "shapes", "--fusion", "rrf", "--index", "fused", "-k", "50", "--json"))
+    assert len(late["results"]) == counted  # every item, from three lists
+    firsts = [r["modality"] for r in late["results"] if r["parts"][0]["rank"] == 1]
+    assert sorted(firsts) == ["audio", "image", "text"]  # each modality's first
+    fused = as_json(runner("search", "shapes", "--fusion", "rrf", "--index", "fused", "--explain", "-k", "50",
+                           "--json"))
     assert fused["index"] == "fused" and len(fused["results"]) == counted
+    assert [r["parts"][0]["rank"] for r in fused["results"]] == list(range(1, counted + 1))  # one list
     assert "late fusion" in one_line_error(runner("search", "shapes", "--index", "modality"))
-
-    # Each file is a cache checked against SQL like the main one: a stale one is reported, then caught up.
-    stale_after_new_picture(runner, root, data_dir, tmp_path, "vectors.image.faiss", "newer.png", 78)
-    problems = json.loads(runner("verify", "--json").stdout)["problems"]
-    assert problems and all(p.startswith("image index: ") for p in problems), problems
-    found = as_json(runner("search", "--image", str(root / "newer.png"), "--fusion", "rrf", "--json"))
-    assert found["results"][0]["path"] == str(root / "newer.png")
-    assert runner("verify").exit_code == 0
-
-    # Off: late fusion searches the fused index and no per-modality file is kept up.
-    off = {"MMSEARCH_MODALITY_INDEXES": "off"}
-    assert as_json(runner("rebuild-index", "--json", extra_env=off))["ntotal"] == counted + 1
-    assert not any((data_dir / f"vectors.{space}.faiss").exists() for space in spaces)
-    assert as_json(runner("search", "shapes", "--fusion", "rrf", "--json", extra_env=off))["index"] == "fused"
-    assert as_json(runner("stats", "--json", extra_env=off))["index"]["modality_indexes"] == {}
 
 
 def one_line_error(result) -> str:

@@ -219,10 +219,14 @@ def test_symlinked_folder_does_not_claim_the_real_files(settings, tmp_path, data
 
 
 def test_ann_index_type_needing_more_data_is_a_clear_error(settings, collection):
+    """IVF falls back to Flat for a modality with fewer vectors than lists; PQ codebooks need 256 vectors."""
     root, _ = collection
     from mmsearch.errors import MMSearchError
+    ivf = Library(settings.replace(index_type="IVF1024,Flat"))
+    ivf.run_index([root])
+    assert {part["type"] for part in ivf.stats()["index"]["by_modality"].values()} == {"Flat"}
     with pytest.raises(MMSearchError, match="cannot be trained"):
-        Library(settings.replace(index_type="IVF1024,Flat")).run_index([root])
+        Library(settings.replace(index_type="PQ8")).run_index([root])
     flat = Library(settings)  # SQL kept everything; the Flat cache is rebuilt from it
     stats = flat.stats()
     assert stats["index"]["ntotal"] == stats["items"] - stats["pending"] > 0
@@ -259,22 +263,22 @@ def test_caption_is_embedded_and_fused_into_the_item_vector(settings, collection
                                atol=1e-5)
     fused = image + 0.5 * caption
     fused /= np.linalg.norm(fused)
-    np.testing.assert_allclose(library.index().cpu.reconstruct(red), fused, atol=1e-5)
+    np.testing.assert_allclose(library.index().reconstruct(red), fused, atol=1e-5)
     [green] = library.store.ids_under(str(root / "green.png"))
-    np.testing.assert_array_equal(library.index().cpu.reconstruct(green), library.store.item_vector(green))
+    np.testing.assert_array_equal(library.index().reconstruct(green), library.store.item_vector(green))
 
     (root / "red.txt").write_text("a crimson photograph")  # caption edited: re-embedded, re-fused
     assert library.run_index([root]).updated == 1
     new_caption = library.encoder().encode_texts(["a crimson photograph"])[0]
     np.testing.assert_allclose(library.store.item_vector(red, "caption"), new_caption, atol=1e-5)
     refused = image + 0.5 * new_caption
-    np.testing.assert_allclose(Library(library.settings).index().cpu.reconstruct(red),
+    np.testing.assert_allclose(Library(library.settings).index().reconstruct(red),
                                refused / np.linalg.norm(refused), atol=1e-5)
 
     os.remove(root / "red.txt")  # caption gone: the item is its image again
     library.run_index([root])
     assert library.store.item_vector(red, "caption") is None
-    np.testing.assert_allclose(Library(library.settings).index().cpu.reconstruct(red), image, atol=1e-6)
+    np.testing.assert_allclose(Library(library.settings).index().reconstruct(red), image, atol=1e-6)
     assert library.verify() == []
 
     other = Library(settings.replace(modality_weights="image=1,audio=1,text=2"))

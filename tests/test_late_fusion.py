@@ -16,7 +16,7 @@ from search import query as query_module
 from search.query import Searcher
 from search.request import Filters, QueryPart, SearchRequest
 from search.store import CAPTION, CONTENT, FUSED, MODALITY_SPACES, OK, Item, Store, Vector, vector_bytes
-from search.vector_index import IndexState, check, sync
+from search.vector_index import IndexState, Partitioned, check, sync
 
 DIM = 8
 KEY = "test/enc"
@@ -52,8 +52,8 @@ def state(space: str, weights: dict[str, float], factory: str = "Flat") -> Index
 def searcher(store: Store, late: str = "modality", weights: dict[str, float] | None = None,
              factory: str = "Flat") -> Searcher:
     weights = weights or {"image": 1.0, "audio": 1.0, "text": 1.0}
-    indexes = {space: sync(None, store, state(space, weights, factory))[0] for space in (FUSED, *MODALITY_SPACES)}
-    return Searcher(store, indexes[FUSED], indexes.__getitem__, late)
+    parts = {space: sync(None, store, state(space, weights, factory))[0] for space in MODALITY_SPACES}
+    return Searcher(store, Partitioned(parts, state(FUSED, weights, factory)), late)
 
 
 def run(searcher_: Searcher, queries: dict[str, np.ndarray], parts: list[tuple[str, float]], **options):
@@ -222,18 +222,25 @@ def test_late_fusion_needs_a_positive_part(gap):
 
 
 def test_a_modality_too_small_for_the_index_type_is_searched_exactly(data_dir, collection):
-    """IVF4 needs 4 vectors to train: the fused index (11 items) and the image index (7) use it; the text (3)
-    and audio (1) indexes fall back to Flat rather than failing the whole collection."""
+    """IVF4 needs 4 vectors to train: the image part (7) uses it; the text (3) and audio (1) parts fall back
+    to Flat rather than failing the whole collection. Each vector is held once, in its modality's part."""
     from mmsearch.library import Library
     from mmsearch.settings import load_settings
     root, expected = collection
     library = Library(load_settings({"data_dir": str(data_dir), "model": "tiny", "index_type": "IVF4,Flat",
                                      "nprobe": 4}, env={}))
     library.run_index([str(root)])
-    types = {space: library.index(space=space).state.factory for space in (FUSED, *MODALITY_SPACES)}
-    assert types == {FUSED: "IVF4,Flat", "image": "IVF4,Flat", "text": "Flat", "audio": "Flat"}
-    assert library.stats()["index"]["modality_indexes"] == {m: expected[m] for m in MODALITY_SPACES}
-    response = library.search(SearchRequest([QueryPart("text", "shapes"), QueryPart("text", "a beep", -1.0)],
-                                            k=50, fusion="rrf"))
-    assert len(response.results) == sum(expected[m] for m in MODALITY_SPACES)
+    stats = library.stats()["index"]
+    assert stats["type"] == "IVF4,Flat" and stats["ntotal"] == sum(expected[m] for m in MODALITY_SPACES)
+    assert stats["by_modality"] == {"image": {"ntotal": expected["image"], "type": "IVF4,Flat"},
+                                    "audio": {"ntotal": expected["audio"], "type": "Flat"},
+                                    "text": {"ntotal": expected["text"], "type": "Flat"}}
+    assert sorted(p.name for p in data_dir.glob("*.faiss")) == [f"vectors.{m}.faiss"
+                                                                for m in ("audio", "image", "text")]
+    for index in ("fused", "modality"):
+        response = library.search(SearchRequest([QueryPart("text", "shapes"), QueryPart("text", "a beep", -1.0)],
+                                                k=50, fusion="rrf", index=index))
+        assert len(response.results) == stats["ntotal"]
+    early = library.search(SearchRequest([QueryPart("text", "shapes")], k=50))
+    assert len(early.results) == stats["ntotal"]  # the parts' top lists merged into one
     assert library.verify() == []

@@ -9,7 +9,7 @@ import pytest
 
 from search.request import Filters
 from search.store import CONTENT, OK, Item, Store, Vector, vector_bytes
-from search.vector_index import FaissIndex, IndexState, check, sync
+from search.vector_index import FaissIndex, IndexState, Partitioned, check, sync
 
 DIM = 8
 KEY = "test/enc"
@@ -159,3 +159,27 @@ def test_path_filters_match_exactly_under_any_collation(store):
     assert chosen(path_glob="*/deeper/*") == {"/m/sub dir/deeper/u.PNG"}
     for pattern in ("*.PNG", "*[*", "/m/s?b*", "*dir", "/m/sub_dir/*", "*%*"):  # fnmatch is the reference
         assert chosen(path_glob=pattern) == {p for p in paths if fnmatch.fnmatchcase(p, pattern.replace("[", "[[]"))}
+
+
+def test_the_partitioned_index_ranks_as_one_index_would(store):
+    """The main index is one part per modality; its merged top-k equals a single index's, filters included."""
+    rng = np.random.default_rng(5)
+    vectors = unit(rng, 60)
+    for modality, ids in (("image", range(1, 31)), ("audio", range(31, 41)), ("text", range(41, 61))):
+        put(store, {i: vectors[i - 1] for i in ids}, modality)
+    single, _ = sync(None, store, want("Flat"))
+    parts = {m: sync(None, store, IndexState(0, KEY, DIM, "Flat", WEIGHTS, m))[0] for m in ("image", "audio", "text")}
+    whole = Partitioned(parts, want("Flat"))
+    assert whole.ntotal == 60 and sorted(whole.ids().tolist()) == list(range(1, 61))
+    queries = unit(rng, 5)
+    allowed = np.arange(2, 61, 3)
+    for k, filtered in ((7, None), (60, None), (100, None), (5, allowed)):
+        expected_scores, expected_ids = single.search(queries, k, filtered)
+        scores, ids = whole.search(queries, k, filtered)
+        np.testing.assert_array_equal(ids[:, :expected_ids.shape[1]], expected_ids)
+        np.testing.assert_allclose(scores[:, :expected_ids.shape[1]], expected_scores, rtol=1e-6)
+    only_audio = whole.only(["audio"]).search(queries[0], 3)[1][0]
+    assert set(only_audio.tolist()) <= set(range(31, 41)) and len(only_audio) == 3
+    np.testing.assert_array_equal(np.sort(whole.scores_above(queries[0], 0.2)),
+                                  np.sort(single.scores_above(queries[0], 0.2)))
+    np.testing.assert_array_equal(whole.reconstruct(45), vectors[44])

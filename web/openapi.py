@@ -25,9 +25,9 @@ def document(server: str = "") -> dict[str, Any]:
         "modality": {"type": "array", "items": {"enum": ["image", "audio", "text"]}},
         "fusion": {"enum": ["early", "rrf", "relative", "dbsf"], "default": "early"},
         "rrf_k": {"type": "integer", "minimum": 1, "default": 60},
-        "index": {"enum": ["fused", "modality"],
-                  "description": "Late fusion: the fused index, or one per modality (default: modality when "
-                                 "the modality_indexes setting is on). Early fusion: fused only."},
+        "index": {"enum": ["fused", "modality"], "default": "modality",
+                  "description": "Late fusion: rank each part within each modality's part of the index "
+                                 "(modality), or over the whole index at once (fused). Early fusion: fused."},
         "explain": {"type": "boolean", "default": False},
         "exclude_self": {"type": "boolean", "default": False},
         "dedupe": {"oneOf": [{"const": "hash"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}]},
