@@ -42,6 +42,7 @@ class Library:
         self._spec: Any = None
         self._indexes: dict[str, FaissIndex] = {}  # the index's parts, by modality
         self._reports: dict[str, SyncReport] = {}
+        self._main: Partitioned | None = None  # the parts together, as searched
         self._index_lock = threading.RLock()  # web threads may open the index at the same moment
         self.last_sync: SyncReport | None = None
 
@@ -179,6 +180,8 @@ class Library:
         """The vector index (one part per modality), each part checked against SQL and caught up or rebuilt
         when stale, then saved."""
         with self._index_lock:
+            if self._main is not None and not refresh:
+                return self._main
             parts = {space: self._part(space, refresh) for space in MODALITY_SPACES}
             reports = [self._reports[space] for space in MODALITY_SPACES if space in self._reports]
             if refresh or self.last_sync is None:
@@ -186,7 +189,8 @@ class Library:
                 self.last_sync = SyncReport(next((a for a in ("rebuilt", "caught-up") if a in actions), "fresh"),
                                             sum(r.added for r in reports), sum(r.removed for r in reports))
             generation = min(part.state.generation for part in parts.values())
-            return Partitioned(parts, replace(self._wanted_index(FUSED), generation=generation))
+            self._main = Partitioned(parts, replace(self._wanted_index(FUSED), generation=generation))
+            return self._main
 
     def _part(self, space: str, refresh: bool) -> FaissIndex:
         current = self._indexes.get(space)
@@ -223,6 +227,7 @@ class Library:
             for space in MODALITY_SPACES:
                 self.index_file(space).unlink(missing_ok=True)
             self._indexes.clear()
+            self._main = None
             self.refresh()
         return self.last_sync
 
