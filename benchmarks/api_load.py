@@ -5,7 +5,8 @@ Building the index: the sample collection is indexed for real with the ``tiny`` 
 model, audio tower and vectors the normal way), then ``--items`` synthetic items are inserted straight
 into SQL through ``search.store`` (ORM bulk inserts of ``Item`` rows with paths under /synthetic/ and
 one random L2-normalised ``Vector`` each, stamped with the right encoder key and a fresh generation,
-10k per transaction), and ``Library.index(refresh=True)`` builds the FAISS file from SQL. No file is
+10k per transaction), SQLite planner statistics are refreshed as an index run does, and
+``Library.index(refresh=True)`` builds the FAISS files from SQL. No file is
 decoded or embedded for them, so 100k items take seconds. ``--data-dir`` keeps it for later runs.
 
 Then, with the server on 127.0.0.1 (waitress, ``--threads``):
@@ -96,6 +97,7 @@ def build(data_dir: Path, items: int, log) -> tuple[Library, float]:
                  "dim": dim, "data": vector_bytes(v), "generation": generation}
                 for i, k, v in zip(ids, kinds, vectors)])
         log(f"  inserted {start + count} synthetic items")
+    library.store.analyze()  # planner statistics, as an index run leaves them
     library.index(refresh=True)
     return library, time.perf_counter() - started
 

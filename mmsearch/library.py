@@ -390,6 +390,8 @@ class Library:
             for path in paths:
                 ids += self.store.ids_under(os.path.abspath(os.path.expanduser(path)))
             removed = self.store.remove_ids(ids)
+            if removed:
+                self.store.analyze()
             self.refresh()
         return removed
 

@@ -63,9 +63,15 @@ def test_rerun_is_incremental(settings, collection, data_dir):
     assert str(root / "note.md") not in after
     assert library.verify() == []
     # an index run that changed rows leaves SQLite planner statistics of the items as they are now
+    assert planned_items(data_dir) == {len(after)}
+    assert library.remove([str(root / "green.png")]) == 1  # and so does a removal: stale counts mislead
+    assert planned_items(data_dir) == {len(after) - 1}
+
+
+def planned_items(data_dir) -> set[int]:
+    """The item counts in SQLite's planner statistics (one per index of the items table)."""
     with sqlite3.connect(data_dir / "mmsearch.db") as db:
-        counted = {int(stat.split()[0]) for (stat,) in db.execute("SELECT stat FROM sqlite_stat1 WHERE tbl='items'")}
-    assert counted == {len(after)}
+        return {int(stat.split()[0]) for (stat,) in db.execute("SELECT stat FROM sqlite_stat1 WHERE tbl='items'")}
 
 
 def test_moved_file_is_not_re_embedded(settings, collection, monkeypatch):
