@@ -76,13 +76,17 @@ class _Group(click.Group):
         except MMSearchError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except click.UsageError as exc:  # a bad option or value: click would add usage lines around it
+            hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: everything committed so far is kept; run the command again to resume",
                        err=True)
             sys.exit(130)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("mmsearch", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, message="mmsearch %(version)s")
 def cli() -> None:
     """Index photos, sounds and notes into one vector space and search across them."""

@@ -109,6 +109,10 @@ def test_late_fusion_ranks_within_each_modality_or_over_everything(runner, colle
     assert fused["index"] == "fused" and len(fused["results"]) == counted
     assert [r["parts"][0]["rank"] for r in fused["results"]] == list(range(1, counted + 1))  # one list
     assert "late fusion" in one_line_error(runner("search", "shapes", "--index", "modality"))
+    assert "'bogus' is not one of 'fused', 'modality'" in one_line_error(
+        runner("search", "shapes", "--fusion", "rrf", "--index", "bogus"))
+    assert "mmsearch search --help" in one_line_error(runner("search", "shapes", "-k", "0"))
+    assert "No such command" in one_line_error(runner("bogus"))
 
 
 def one_line_error(result) -> str:
