@@ -183,6 +183,10 @@ class Library:
             if self._main is not None and not refresh:
                 return self._main
             parts = {space: self._part(space, refresh) for space in MODALITY_SPACES}
+            try:
+                (self.data_path / INDEX_FILE).unlink(missing_ok=True)  # the single file of earlier versions
+            except OSError:
+                pass  # a read-only data dir: a stale cache nobody reads
             reports = [self._reports[space] for space in MODALITY_SPACES if space in self._reports]
             if refresh or self.last_sync is None:
                 actions = {r.action for r in reports}
@@ -213,7 +217,6 @@ class Library:
 
     def refresh(self) -> Partitioned:
         """Bring every part of the index up to what SQL holds."""
-        (self.data_path / INDEX_FILE).unlink(missing_ok=True)  # the single file of earlier versions
         return self.index(refresh=True)
 
     def index_is_current(self) -> bool:
