@@ -181,11 +181,14 @@ def test_reembed_switches_model(runner, tmp_path, data_dir):
     (["search", "--like", "999"], "no item with id 999"),
     (["search", "--image", "/no/such.jpg"], "cannot read query image"),
     (["remove", "/no/such/thing"], "nothing indexed"),
+    (["search", "--fusion", "rrf", "--", "-y"], "at least one part with a positive weight"),
+    (["stats", "--json"], "invalid index_type 'IVF-nonsense'"),
 ])
 def test_bad_input_one_line(runner, collection, args, fragment):
     root, _ = collection
     as_json(runner("index", str(root), "--json"))
-    assert fragment in one_line_error(runner(*args))
+    bad_index = {"MMSEARCH_INDEX_TYPE": "IVF-nonsense"} if "index_type" in fragment else None
+    assert fragment in one_line_error(runner(*args, extra_env=bad_index))
 
 
 def test_text_file_as_query_image(runner, collection):
