@@ -126,17 +126,7 @@ class Searcher:
         else:
             used = request.index or self.late_index
             lists = self._late_lists(request, vectors, max(depth, LATE_DEPTH), allowed, used)
-            list_weights = [l.weight for l in lists]
-            fused = (fusion.rrf_ranks([l.ranks for l in lists], list_weights, request.rrf_k)
-                     if request.fusion == "rrf" else
-                     fusion.scaled([(l.scores, *l.fused_range(request.fusion)) for l in lists], list_weights,
-                                   flat=1.0 if request.fusion == "relative" else 0.5))
-            best: dict[int, float] = {}  # ties (each modality's first is 1/(k+1)) go to the closer match
-            for ranked_list in lists:
-                if ranked_list.weight > 0:
-                    for item_id, score in ranked_list.scores.items():
-                        best[item_id] = max(score, best.get(item_id, -np.inf))
-            ranked = sorted(fused.items(), key=lambda p: (-p[1], -best.get(p[0], -np.inf), p[0]))
+            ranked = self._fuse(lists, request)
         likes = [p.value for p in request.parts if p.kind == "item"]
         if len(request.parts) == 1 and likes and not request.exclude_self:
             ranked.sort(key=lambda p: (p[0] != likes[0], -p[1]))
@@ -153,6 +143,21 @@ class Searcher:
         return SearchResponse(hits, took, next_offset, described, used)
 
     # --- late fusion --------------------------------------------------------------------------------
+    @staticmethod
+    def _fuse(lists: list[RankedList], request: SearchRequest) -> list[tuple[int, float]]:
+        weights = [l.weight for l in lists]
+        if request.fusion == "rrf":
+            fused = fusion.rrf_ranks([l.ranks for l in lists], weights, request.rrf_k)
+        else:
+            fused = fusion.scaled([(l.scores, *l.fused_range(request.fusion)) for l in lists], weights,
+                                  flat=1.0 if request.fusion == "relative" else 0.5)
+        best: dict[int, float] = {}  # ties (each modality's first is 1/(k+1)) go to the closer match
+        for ranked_list in lists:
+            if ranked_list.weight > 0:
+                for item_id, score in ranked_list.scores.items():
+                    best[item_id] = max(score, best.get(item_id, -np.inf))
+        return sorted(fused.items(), key=lambda p: (-p[1], -best.get(p[0], -np.inf), p[0]))
+
     def _spaces(self, used: str, filters: Filters) -> list[tuple[str, Partitioned | FaissIndex]]:
         """What late fusion ranks in: the whole index at once, or each modality's part on its own."""
         main = self._main(filters)
