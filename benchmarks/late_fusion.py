@@ -49,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         library = synthetic(tmp, args.n, rng, selective_every=5)
-        library.refresh()
+        library.index(refresh=True)
         print(f"built {args.n} items + index in {time.perf_counter() - started:.1f} s")
         pairs = clustered(2 * args.queries, rng).reshape(args.queries, 2, -1)
         cases = {"early (fused)": {"fusion": "early"},

@@ -215,10 +215,6 @@ class Library:
         self._indexes[space] = index
         return index
 
-    def refresh(self) -> Partitioned:
-        """Bring every part of the index up to what SQL holds."""
-        return self.index(refresh=True)
-
     def index_is_current(self) -> bool:
         """Whether the loaded index reflects what SQL holds now (cheap: one meta read)."""
         generation = self.store.generation()
@@ -231,7 +227,7 @@ class Library:
                 self.index_file(space).unlink(missing_ok=True)
             self._indexes.clear()
             self._main = None
-            self.refresh()
+            self.index(refresh=True)
         return self.last_sync
 
     def verify(self) -> list[str]:
@@ -306,7 +302,7 @@ class Library:
             report = Indexer(self.store, self.encoder, options, audio).run(roots)
             if report.added or report.removed or report.updated or report.moved:
                 self.store.analyze()
-            self.refresh()
+            self.index(refresh=True)
         return report
 
     def train_audio(self, manifest: str, options: Any, checkpoint: str | None = None,
@@ -395,7 +391,7 @@ class Library:
             removed = self.store.remove_ids(ids)
             if removed:
                 self.store.analyze()
-            self.refresh()
+            self.index(refresh=True)
         return removed
 
     def stats(self) -> dict[str, Any]:

@@ -92,7 +92,7 @@ class Shared:
             return
         with self.rw.write():
             if not library.index_is_current():
-                library.refresh()
+                library.index(refresh=True)
                 self.refreshes += 1
 
     @contextmanager
