@@ -24,9 +24,9 @@ SCHEMA_VERSION = 1
 OK, PENDING, FAILED = "ok", "pending", "failed"
 CONTENT = "content"  # the item's own modality: pixels, words or sound
 CAPTION = "caption"  # the text of a caption sidecar, embedded by the text tower
-FUSED = "fused"  # the main index's space: one fused vector per item
-# Per-modality indexes beside it, for late fusion: the same fused vectors, split by the item's modality, so
-# each modality is ranked on its own and searched without scanning the others.
+FUSED = "fused"  # every item's fused vector: the main index as a whole
+# The main index's parts: the fused vectors split by the item's modality, so late fusion can rank each
+# modality on its own and a modality filter reads one part only.
 MODALITY_SPACES = ("image", "audio", "text")
 
 
