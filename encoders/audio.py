@@ -6,7 +6,7 @@ so memory is bounded by the window batch, not by the length of the sound.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 

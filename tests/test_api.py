@@ -5,7 +5,6 @@ import base64
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest

@@ -14,7 +14,6 @@ import sys
 import wave as wavelib
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
