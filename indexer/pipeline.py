@@ -73,6 +73,11 @@ class Prepared:
     same_content: bool = False  # only the mtime changed
 
 
+# Decoded sound in memory at once (being decoded ahead, or waiting in a batch): long recordings at the
+# max_audio_seconds cap are ~38 MB each, and a window of 64 read-ahead files would otherwise hold GBs.
+SOUND_BUDGET = 256 * 2**20
+
+
 @dataclass
 class IndexerOptions:
     batch_size: int = 32
@@ -199,19 +204,31 @@ class Indexer:
             out.error = f"unexpected decoder error: {type(exc).__name__}: {str(exc)[:160]}"
         return out
 
+    def _sound_bytes(self, task: Task) -> int:
+        """An upper estimate of a task's decoded sound (16 kHz mono float32, capped), before decoding it:
+        compressed audio decodes to at most ~16× its file size (32 kbit/s Opus)."""
+        if task.entry.modality != "audio" or task.caption_only:
+            return 0
+        capped = int(self.options.max_audio_seconds * 16_000 * 4)
+        return min(capped, 16 * task.entry.size)
+
     def _process(self, tasks: list[Task], report: IndexReport) -> None:
         workers = self.options.workers or os.cpu_count() or 1
         batch: list[Prepared] = []
+        held = 0  # estimated bytes of decoded sound in the batch
+        budget = max(SOUND_BUDGET, int(self.options.max_audio_seconds * 16_000 * 4))  # one capped sound fits
         bar = tqdm(total=len(tasks), unit="file", disable=not self.options.progress, leave=False)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmsearch-decode")
         try:
             window = max(self.options.batch_size * 2, workers * 4)
-            for prepared in _bounded_map(pool, self._prepare, tasks, window):
+            # Half the budget for sounds being decoded ahead, half for the batch waiting for the tower
+            for prepared in _bounded_map(pool, self._prepare, tasks, window, self._sound_bytes, budget // 2):
                 batch.append(prepared)
+                held += self._sound_bytes(prepared.task)
                 bar.update(1)
-                if len(batch) >= self.options.batch_size:
+                if len(batch) >= self.options.batch_size or held >= budget // 2:
                     self._commit(batch, report)
-                    batch = []
+                    batch, held = [], 0
             self._commit(batch, report)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -371,17 +388,33 @@ def _sidecar_of(path: str) -> str | None:
     return candidate if os.path.isfile(candidate) and candidate != path else None
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, window: int) -> Iterator:
-    """Like pool.map, in order, but with at most ``window`` items in flight so memory stays bounded."""
-    pending: collections.deque[Future] = collections.deque()
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, window: int,
+                 cost: Callable[[Any], int] = lambda _: 0, budget: int = 0) -> Iterator:
+    """Like pool.map, in order, but with at most ``window`` items in flight and, when a ``cost`` is given,
+    their costs summing to at most ``budget`` (one item always runs), so memory stays bounded."""
+    pending: collections.deque[tuple[Future, int]] = collections.deque()
     iterator = iter(items)
-    for item in iterator:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            break
+    held = 0
+    waiting = None  # an item taken from the iterator that did not fit yet
+
+    def fill() -> None:
+        nonlocal held, waiting
+        while len(pending) < window:
+            item = waiting if waiting is not None else next(iterator, None)
+            waiting = None
+            if item is None:
+                return
+            price = cost(item)
+            if pending and held + price > budget:
+                waiting = item
+                return
+            pending.append((pool.submit(fn, item), price))
+            held += price
+
+    fill()
     while pending:
-        result = pending.popleft().result()
-        for item in iterator:
-            pending.append(pool.submit(fn, item))
-            break
+        future, price = pending.popleft()
+        result = future.result()
+        held -= price
+        fill()
         yield result

@@ -290,3 +290,32 @@ def test_caption_is_embedded_and_fused_into_the_item_vector(settings, collection
     other = Library(settings.replace(modality_weights="image=1,audio=1,text=2"))
     other.run_index([root])  # new weights: only the index is rebuilt, nothing is re-embedded
     assert other.last_sync.action == "rebuilt"
+
+
+def test_read_ahead_keeps_decoded_sound_within_its_budget():
+    """Files are decoded ahead in worker threads; long sounds must not pile up: the estimated bytes in
+    flight stay within the budget (an item dearer than the budget runs alone), results come back in order."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from indexer.pipeline import _bounded_map
+    costs = [100, 100, 100, 10, 10, 10, 10, 300, 10, 100, 0, 0, 0, 0]
+    lock = threading.Lock()
+    running: dict[int, int] = {}
+    seen: list[dict[int, int]] = []
+
+    def work(n: int) -> int:
+        with lock:
+            running[n] = costs[n]
+            seen.append(dict(running))
+        time.sleep(0.02)
+        with lock:
+            del running[n]
+        return n
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(_bounded_map(pool, work, list(range(len(costs))), 8, lambda n: costs[n], 250))
+    assert results == list(range(len(costs)))
+    assert all(sum(held.values()) <= 250 or len(held) == 1 for held in seen), seen
+    assert max(len(held) for held in seen) >= 4  # cheap items still run side by side
+    assert {7: 300} in seen  # the dear one, alone
