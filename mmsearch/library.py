@@ -174,7 +174,7 @@ class Library:
             ivf = faiss.try_extract_index_ivf(faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT))
         except RuntimeError:
             return factory  # invalid: building it reports why
-        return "Flat" if ivf is not None and len(self.store.vector_ids(space)) < ivf.nlist else factory
+        return "Flat" if ivf is not None and self.store.vector_count(space) < ivf.nlist else factory
 
     def index(self, refresh: bool = False) -> Partitioned:
         """The vector index (one part per modality), each part checked against SQL and caught up or rebuilt

@@ -84,15 +84,15 @@ class Searcher:
         item = self.store.get_item(item_id)
         if item is None:
             raise MMSearchError(f"no item with id {item_id}")
-        vector = self._vector(item_id)
+        vector = self._fused([item_id]).get(item_id)
         if vector is None:
             raise MMSearchError(f"item {item_id} ({item.path}) has no vector: its status is {item.status}"
                                 + (f" ({item.error})" if item.error else ""))
         return vector
 
-    def _vector(self, item_id: int) -> np.ndarray | None:
-        """The item's vector in the main index: fused with its caption when it has one."""
-        return self.store.index_vector(item_id, self.index.state.weight_map())
+    def _fused(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Items' vectors in the main index (fused with their captions), exactly as SQL holds them."""
+        return self.store.space_vectors(FUSED, ids, self.index.state.weight_map())
 
     def _main(self, filters: Filters) -> Partitioned:
         """The whole index, less the parts a modality filter leaves out."""
@@ -224,8 +224,9 @@ class Searcher:
                     seen.add(digest)
             return kept
         vectors: list[np.ndarray] = []
+        fused = self._fused([item_id for item_id, _ in ranked])  # one query, not one per ranked item
         for item_id, score in ranked:
-            vector = self._vector(item_id)
+            vector = fused.get(item_id)
             if vector is None or all(float(vector @ other) < how for other in vectors):
                 kept.append((item_id, score))
                 if vector is not None:
@@ -238,7 +239,7 @@ class Searcher:
         caption match shows as one; for late fusion, its rank in that part's list (of its modality)."""
         ids = [hit.id for hit in hits]
         own = self.store.part_vectors(ids)
-        fused = self.store.space_vectors(FUSED, ids, self.index.state.weight_map())
+        fused = self._fused(ids)
         for hit in hits:
             vector = fused.get(hit.id)
             hit.parts = []

@@ -198,6 +198,11 @@ class Store:
             ids = session.scalars(_space_query(space, select(Vector.item_id))).all()
         return np.asarray(ids, dtype=np.int64)
 
+    def vector_count(self, space: str = FUSED) -> int:
+        with self.session() as session:
+            return int(session.scalar(select(func.count()).select_from(
+                _space_query(space, select(Vector.item_id)).subquery())))
+
     def iter_vectors(self, weights: Mapping[str, float], since_generation: int | None = None,
                      ids: Sequence[int] | None = None, batch: int = 10_000, space: str = FUSED
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -256,11 +261,6 @@ class Store:
                     out.setdefault(item_id, {})[part] = np.frombuffer(data, dtype="<f4").copy()
         return out
 
-    def index_vector(self, item_id: int, weights: Mapping[str, float]) -> np.ndarray | None:
-        """The vector an item has in the main index (fused with its caption when it has one)."""
-        chunks = list(self.iter_vectors(weights, ids=[item_id]))
-        return chunks[0][1][0].copy() if chunks else None
-
     def item_vector(self, item_id: int, part: str = CONTENT) -> np.ndarray | None:
         with self.session() as session:
             row = session.get(Vector, (item_id, part))
@@ -316,11 +316,6 @@ class Store:
     def ids_with_hashes(self, hashes: Sequence[str]) -> np.ndarray:
         with self.session() as session:
             ids = session.scalars(select(Item.id).where(Item.content_hash.in_(list(hashes)))).all()
-        return np.asarray(ids, dtype=np.int64)
-
-    def ids_with_modality(self, modalities: Sequence[str]) -> np.ndarray:
-        with self.session() as session:
-            ids = session.scalars(select(Item.id).where(Item.modality.in_(list(modalities)))).all()
         return np.asarray(ids, dtype=np.int64)
 
     def ids_under(self, path: str) -> list[int]:

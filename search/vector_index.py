@@ -125,30 +125,29 @@ class FaissIndex:
         """Top-k (scores, ids) per query row; -1 ids pad rows with fewer than k hits."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
         k = max(1, min(int(k), self.ntotal or 1))
-        ivf = faiss.try_extract_index_ivf(self.cpu.index)
-        if allowed_ids is None and ivf is None:
+        if allowed_ids is None and faiss.try_extract_index_ivf(self.cpu.index) is None:
             return self._searcher().search(queries, k)
-        # A selector filters inside the scan, so a selective filter still yields k hits when k exist.
-        selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)) if allowed_ids is not None else None
-        if ivf is not None:
-            params = faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist))
-            if selector is not None:
-                params.sel = selector
-        else:
-            params = faiss.SearchParameters(sel=selector)
+        params, _selector = self._params(allowed_ids)
         return self.cpu.search(queries, k, params=params)
+
+    def _params(self, allowed_ids: np.ndarray | None) -> tuple[faiss.SearchParameters, faiss.IDSelector | None]:
+        """IVF lists to probe, and an id selector that filters inside the scan (so a selective filter still
+        yields k hits when k exist). The selector comes back too: faiss keeps only a raw pointer to it, so
+        the caller holds it until the search is done."""
+        ivf = faiss.try_extract_index_ivf(self.cpu.index)
+        params = faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist)) if ivf is not None \
+            else faiss.SearchParameters()
+        selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)) if allowed_ids is not None else None
+        if selector is not None:
+            params.sel = selector
+        return params, selector
 
     def scores_above(self, query: np.ndarray, floor: float, allowed_ids: np.ndarray | None = None) -> np.ndarray:
         """The scores of every vector scoring above ``floor`` (a range search): the head of a full ranking."""
         query = np.ascontiguousarray(np.atleast_2d(query), np.float32)
         if self.ntotal == 0:
             return np.zeros(0, np.float32)
-        ivf = faiss.try_extract_index_ivf(self.cpu.index)
-        params = faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist)) if ivf is not None \
-            else faiss.SearchParameters()
-        selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)) if allowed_ids is not None else None
-        if selector is not None:
-            params.sel = selector  # the local name keeps the selector alive through the search
+        params, _selector = self._params(allowed_ids)
         try:
             return self.cpu.range_search(query, float(floor), params=params)[1]
         except RuntimeError:  # an index type without range search: the head of the ranking, deep enough
@@ -284,7 +283,7 @@ def sync(index: FaissIndex | None, store: Store, want: IndexState) -> tuple[Fais
 
 def _count_matches(index: FaissIndex, store: Store, space: str) -> bool:
     ids = index.ids()
-    return len(np.unique(ids)) == len(ids) == len(store.vector_ids(space))
+    return len(np.unique(ids)) == len(ids) == store.vector_count(space)
 
 
 def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
