@@ -59,6 +59,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported by index_throughput.py
+
+from timing import CallTimer  # noqa: E402
 
 CHUNK_SECONDS = 10.0
 MB = 1024 * 1024
@@ -254,18 +257,7 @@ def pipeline(folder: Path, n: int, batch_size: int, workers: int, device: str) -
         library.encoder()
         encoder = library.audio_encoder()
         encoder.encode_waves([np.zeros(encoder.config.window_samples * 2, np.float32)])
-        in_model = 0.0
-        encode = encoder.encode_waves
-
-        def timed(waves):
-            nonlocal in_model
-            begun = time.perf_counter()
-            try:
-                return encode(waves)
-            finally:
-                in_model += time.perf_counter() - begun
-
-        encoder.encode_waves = timed
+        in_model = CallTimer(encoder, "encode_waves")
         started = time.perf_counter()
         report = library.run_index([str(folder)])
         seconds = time.perf_counter() - started
@@ -273,7 +265,7 @@ def pipeline(folder: Path, n: int, batch_size: int, workers: int, device: str) -
     summary = report.summary()
     if summary["added"] != n or summary["failed"]:
         raise SystemExit(f"expected {n} sounds added and none failed, got {summary}: {report.failures[:3]}")
-    return seconds, in_model / seconds
+    return seconds, in_model.seconds / seconds
 
 
 def measure_throughput(args) -> dict:

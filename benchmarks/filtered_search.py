@@ -18,7 +18,9 @@ import datetime as dt
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -78,22 +80,24 @@ def arguments(doc: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def synthetic(data_dir: str, n: int, rng: np.random.Generator, selective_every: int) -> Library:
-    """A data dir holding n clustered vectors, planner statistics refreshed as an index run leaves them."""
-    library = Library(load_settings({"data_dir": data_dir, "model": "ViT-B-32"}, env={}))
-    populate(library, clustered(n, rng), selective_every)
-    library.store.analyze()
-    return library
+@contextmanager
+def synthetic(n: int, rng: np.random.Generator, selective_every: int) -> Iterator[Library]:
+    """A temporary data dir holding n clustered vectors, with planner statistics refreshed as an index run
+    leaves them and the vector index built; says how long that took."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        library = Library(load_settings({"data_dir": tmp, "model": "ViT-B-32"}, env={}))
+        populate(library, clustered(n, rng), selective_every)
+        library.store.analyze()
+        library.index()
+        print(f"built {n} items + index in {time.perf_counter() - started:.1f} s")
+        yield library
 
 
 def main() -> None:
     args = arguments(__doc__)
     rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        library = synthetic(tmp, args.n, rng, selective_every=100)
-        library.index()
-        print(f"built {args.n} items + index in {time.perf_counter() - started:.1f} s")
+    with synthetic(args.n, rng, selective_every=100) as library:
         queries = clustered(args.queries, rng)
         # the query parts are vectors handed in directly: the item part only satisfies the request shape
         cases = {"unfiltered": Filters(), "modality=text (1%)": Filters(modalities=["text"]),

@@ -37,12 +37,14 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run as python -m benchmarks....
 
 from encoders.clip import ClipEncoder  # noqa: E402
 from encoders.loading import load_clip_encoder, resolve_spec  # noqa: E402
 from indexer.decode import decode_image  # noqa: E402
 from mmsearch.library import Library  # noqa: E402
 from mmsearch.settings import SETTINGS, load_settings  # noqa: E402
+from timing import CallTimer  # noqa: E402
 
 DEFAULT_BATCH = next(s.default for s in SETTINGS if s.name == "batch_size")
 TARGET = 0.8  # the pipeline should keep at least this share of raw model throughput
@@ -148,25 +150,14 @@ def pipeline_throughput(model: str, folder: Path, n: int, batch_size: int, worke
         encoder.encode_pixels(warm_up)
         if library.audio_identity() is not None:
             library.audio_encoder()  # run_index loads the audio tower too: model loading, kept off the clock
-        in_model = 0.0
-        encode = encoder.encode_pixels
-
-        def timed_encode(pixels: torch.Tensor) -> np.ndarray:  # counts model time inside the pipeline
-            nonlocal in_model
-            begun = time.perf_counter()
-            try:
-                return encode(pixels)
-            finally:
-                in_model += time.perf_counter() - begun
-
-        encoder.encode_pixels = timed_encode
+        in_model = CallTimer(encoder, "encode_pixels")
         with Stopwatch() as clock:
             report = library.run_index([str(folder)])
         library.store.engine.dispose()  # close SQLite before the data dir goes away
     summary = report.summary()
     if summary["added"] != n or summary["failed"]:
         raise SystemExit(f"{model}: expected {n} added and none failed, got {summary}: {report.failures[:3]}")
-    return n / clock.seconds, clock.others, in_model / clock.seconds
+    return n / clock.seconds, clock.others, in_model.seconds / clock.seconds
 
 
 def measure(model: str, paths: list[Path], batch_size: int, workers: int, repeat: int) -> dict:
@@ -245,7 +236,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def audio_row(args: argparse.Namespace) -> None:
     """The audio tower's row: raw tower on decoded waves vs the whole indexer from files (audio_memory.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run as python -m benchmarks....
     import audio_memory
     audio_args = argparse.Namespace(n=args.audio_n, seconds=5.0, rate=44100, format="wav", batch_size=args.batch_size,
                                     window_batch=32, workers=args.workers, repeat=max(1, args.repeat), device="cpu")

@@ -13,7 +13,6 @@ median and p95 ms per query and the ratio to early fusion; then the bytes of the
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,11 +45,7 @@ def timed(library: Library, pairs: np.ndarray, k: int, weights: tuple[float, flo
 def main() -> None:
     args = arguments(__doc__)
     rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        library = synthetic(tmp, args.n, rng, selective_every=5)
-        library.index(refresh=True)
-        print(f"built {args.n} items + index in {time.perf_counter() - started:.1f} s")
+    with synthetic(args.n, rng, selective_every=5) as library:
         pairs = clustered(2 * args.queries, rng).reshape(args.queries, 2, -1)
         cases = {"early (fused)": {"fusion": "early"},
                  "rrf, fused index": {"fusion": "rrf", "index": "fused"},
