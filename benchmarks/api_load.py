@@ -47,12 +47,12 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert, select, func  # noqa: E402
 
-from encoders.identity import encoder_key  # noqa: E402
+from mmsearch.encoders.identity import encoder_key  # noqa: E402
 from mmsearch.library import Library  # noqa: E402
 from mmsearch.settings import load_settings  # noqa: E402
-from search.request import SearchRequest  # noqa: E402
-from search.store import CONTENT, OK, Item, Vector, vector_bytes  # noqa: E402
-from search.syntax import parse_query  # noqa: E402
+from mmsearch.search.request import SearchRequest  # noqa: E402
+from mmsearch.search.tables import CONTENT, OK, Item, Vector, vector_bytes  # noqa: E402
+from mmsearch.search.syntax import parse_query  # noqa: E402
 
 WORDS = ("red green blue sea sky forest apple boat night sun sunset bell tone bread milk eggs calm grey "
          "round shapes beach mountain river city street dog cat bird music voice rain wind fire snow").split()
@@ -69,8 +69,8 @@ def build(data_dir: Path, items: int, log) -> tuple[Library, float]:
         return library, time.perf_counter() - started
     started = time.perf_counter()
     library.run_index([str(ROOT / "samples")])
-    dim = int(library.stored_model()["dim"])
-    image_key = encoder_key(library.stored_model())
+    dim = int(library.models.stored()["dim"])
+    image_key = encoder_key(library.models.stored())
     audio_key = library.store.get_meta("audio_key") or image_key
     rng = np.random.default_rng(0)
     modalities = np.array(["image", "text", "audio"])

@@ -151,7 +151,7 @@ def child_memory(path: str, device: str, max_audio_seconds: float | None) -> dic
 
     from mmsearch.library import Library
     from mmsearch.settings import load_settings
-    from search.store import Item
+    from mmsearch.search.tables import Item
 
     with tempfile.TemporaryDirectory(prefix="mmsearch-bench-audio-data-") as data_dir:
         flags = {"data_dir": data_dir, "model": "tiny", "device": device}
@@ -219,7 +219,7 @@ def raw_tower(encoder, waves: list[np.ndarray], window_batch: int, repeat: int) 
     """(a) Seconds of wall time of the tower alone over every window, windows batched across sounds."""
     import torch
 
-    from encoders.audio import windows
+    from mmsearch.encoders.audio import windows
     stacked = np.concatenate([windows(w, encoder.config) for w in waves])
     batches = [torch.from_numpy(stacked[i:i + window_batch]).to(encoder.device)
                for i in range(0, len(stacked), window_batch)]
@@ -271,9 +271,9 @@ def pipeline(folder: Path, n: int, batch_size: int, workers: int, device: str) -
 def measure_throughput(args) -> dict:
     import torch
 
-    from encoders.audio import AudioEncoder, build_tower, default_config
-    from encoders.loading import resolve_spec
-    from indexer.decode import decode_audio
+    from mmsearch.encoders.audio import AudioEncoder, build_tower, default_config
+    from mmsearch.encoders.loading import resolve_spec
+    from mmsearch.indexer.decode import decode_audio
     with tempfile.TemporaryDirectory(prefix="mmsearch-bench-audio-files-") as tmp:
         ext = "." + args.format
         _log(f"writing {args.n} sounds of {args.seconds:g} s ({args.rate} Hz mono {args.format}) ...")

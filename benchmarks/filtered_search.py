@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmsearch.library import Library  # noqa: E402
 from mmsearch.settings import load_settings  # noqa: E402
-from search.request import Filters, QueryPart, SearchRequest  # noqa: E402
-from search.store import CONTENT, Item, Vector, vector_bytes  # noqa: E402
+from mmsearch.search.request import Filters, QueryPart, SearchRequest  # noqa: E402
+from mmsearch.search.tables import CONTENT, Item, Vector, vector_bytes  # noqa: E402
 
 DIM = 512
 

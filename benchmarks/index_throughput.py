@@ -39,9 +39,9 @@ from PIL import Image, ImageDraw, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run as python -m benchmarks....
 
-from encoders.clip import ClipEncoder  # noqa: E402
-from encoders.loading import load_clip_encoder, resolve_spec  # noqa: E402
-from indexer.decode import decode_image  # noqa: E402
+from mmsearch.encoders.clip import ClipEncoder  # noqa: E402
+from mmsearch.encoders.loading import load_clip_encoder, resolve_spec  # noqa: E402
+from mmsearch.indexer.decode import decode_image  # noqa: E402
 from mmsearch.library import Library  # noqa: E402
 from mmsearch.settings import SETTINGS, load_settings  # noqa: E402
 from timing import CallTimer  # noqa: E402
@@ -148,7 +148,7 @@ def pipeline_throughput(model: str, folder: Path, n: int, batch_size: int, worke
         library = Library(load_settings(flags, env={}))
         encoder = library.encoder()
         encoder.encode_pixels(warm_up)
-        if library.audio_identity() is not None:
+        if library.models.audio_identity() is not None:
             library.audio_encoder()  # run_index loads the audio tower too: model loading, kept off the clock
         in_model = CallTimer(encoder, "encode_pixels")
         with Stopwatch() as clock:

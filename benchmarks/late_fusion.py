@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from filtered_search import DIM, arguments, clustered, synthetic  # noqa: E402
 from mmsearch.library import Library  # noqa: E402
-from search.request import QueryPart, SearchRequest  # noqa: E402
-from search.store import MODALITY_SPACES  # noqa: E402
+from mmsearch.search.request import QueryPart, SearchRequest  # noqa: E402
+from mmsearch.modalities import MODALITIES  # noqa: E402
 
 
 def timed(library: Library, pairs: np.ndarray, k: int, weights: tuple[float, float] = (1.0, 1.0),
@@ -59,7 +59,7 @@ def main() -> None:
         for name, latencies in results.items():
             median = np.median(latencies)
             print(f"{name:<24}{median:>10.1f}{np.percentile(latencies, 95):>9.1f}{median / base:>8.2f}")
-        files = sum(library.index_file(space).stat().st_size for space in MODALITY_SPACES)
+        files = sum(library.cache.file(space).stat().st_size for space in MODALITIES)
         print(f"index files (one per modality, each vector once): {files / 2**20:.0f} MiB "
               f"for {args.n} × {DIM} float32 = {args.n * DIM * 4 / 2**20:.0f} MiB of vectors")
 

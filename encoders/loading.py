@@ -1,11 +1,8 @@
 """Resolve a model name + pretrained tag/file into open_clip weights. Loading only; use lives in clip.py."""
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 from pathlib import Path
-from typing import Iterator
 
 import open_clip
 import torch
@@ -14,6 +11,7 @@ from mmsearch.errors import ModelLoadError
 
 from .clip import ClipEncoder
 from .identity import RANDOM, ModelSpec
+from .weights import quiet_hub, weights_file
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
@@ -64,39 +62,8 @@ def pick_device(device: str = "auto") -> torch.device:
     return chosen
 
 
-@contextlib.contextmanager
-def _quiet_hub() -> Iterator[None]:
-    """The hub client logs every retry; the user gets our one-line error instead."""
-    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "open_clip", "")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
 def _weights_file(spec: ModelSpec, cache_dir: str | None) -> str:
-    if spec.is_file:
-        return spec.pretrained
-    cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
-    try:
-        with _quiet_hub():
-            path = open_clip.download_pretrained(cfg, cache_dir=cache_dir or None)
-    except Exception as exc:  # the hub client raises many types; all mean "not available here"
-        raise ModelLoadError(_download_hint(spec, exc)) from None
-    if not path:
-        raise ModelLoadError(_download_hint(spec, "no download location"))
-    return path
-
-
-def _download_hint(spec: ModelSpec, reason: object) -> str:
-    first_line = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
-    return (f"cannot fetch weights {spec.pretrained!r} for model {spec.name!r} ({first_line[:400]}); "
-            f"download them elsewhere and pass the file with --pretrained FILE (MMSEARCH_PRETRAINED), "
-            f"or use --model tiny offline")
+    return spec.pretrained if spec.is_file else weights_file(spec, cache_dir)[0]
 
 
 def load_open_clip(spec: ModelSpec, device: torch.device, cache_dir: str | None = None
@@ -113,7 +80,7 @@ def load_open_clip(spec: ModelSpec, device: torch.device, cache_dir: str | None 
             cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
             preprocess_cfg = {f"image_{k}": cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
     try:
-        with torch.random.fork_rng(devices=[]), _quiet_hub():
+        with torch.random.fork_rng(devices=[]), quiet_hub():
             torch.manual_seed(RANDOM_SEED)  # 'random' weights must be the same in every process
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name, pretrained=weights, precision=precision, device=device, **preprocess_cfg)

@@ -5,61 +5,26 @@ leaves a consistent database and the next run picks up where it stopped.
 """
 from __future__ import annotations
 
-import collections
-import datetime as dt
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import numpy as np
-from sqlalchemy import delete, select, update
 from tqdm import tqdm
 
-from encoders.identity import encoder_key
-from search.store import CAPTION, CONTENT, FAILED, OK, PENDING, Item, Store, Vector, vector_bytes
+from mmsearch.encoders.identity import encoder_key
+from mmsearch.search.store import Store
+from mmsearch.search.tables import OK, PENDING
+from mmsearch.search.writes import Batch
 
-from .decode import Decoded, DecodeError, content_hash, decode, decode_audio, decode_text, file_hash, probe_audio
-from .scan import FileEntry, absolute_roots, scan, under
+from .decode import Decoded, DecodeError, content_hash, decode, decode_audio, file_hash, model_input_side, probe_audio
+from .bounded import bounded_map
+from .plan import IndexReport, Row, Task, plan, read_caption
+from .scan import absolute_roots, scan
 
 AUDIO_WAITING = "waiting for an audio encoder"
-
-
-@dataclass
-class IndexReport:
-    added: int = 0
-    updated: int = 0
-    moved: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    scan_errors: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        keys = ("added", "updated", "moved", "removed", "unchanged", "failed")
-        return {**{k: getattr(self, k) for k in keys}, "seconds": round(self.seconds, 3)}
-
-
-@dataclass(frozen=True)
-class Row:
-    id: int
-    path: str
-    modality: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    status: str
-    caption: str | None
-
-
-@dataclass
-class Task:
-    entry: FileEntry
-    row: Row | None  # the row at the same path, if any
-    caption_only: bool = False  # the file is unchanged, its caption sidecar is not
 
 
 @dataclass
@@ -83,6 +48,8 @@ class IndexerOptions:
     batch_size: int = 32
     workers: int = 0
     max_image_pixels: int = 100_000_000
+    max_image_bytes: int = 192 * 2**20  # per worker: each decodes one image at a time
+    max_image_aspect: float = 50.0
     max_text_chars: int = 100_000
     max_audio_seconds: float = 600.0
     progress: bool = False
@@ -108,39 +75,14 @@ class Indexer:
         roots = absolute_roots(roots)
         scanned = scan(roots)
         report = IndexReport(scan_errors=scanned.errors)
-        rows = self._load_rows()
-        by_path = {row.path: row for row in rows}
-        self._by_hash: dict[str, list[Row]] = collections.defaultdict(list)
-        for row in rows:
-            if row.content_hash:
-                self._by_hash[row.content_hash].append(row)
+        planned = plan([Row(*r) for r in self.store.index_rows()], scanned, roots, self.embeddable,
+                       self.options.max_text_chars)
+        report.unchanged = planned.unchanged
+        self._by_hash = planned.by_hash
         self._scanned = scanned.files
         self._claimed: set[int] = set()
-
-        tasks = []
-        for path, entry in scanned.files.items():
-            row = by_path.get(path)
-            if row is None:
-                tasks.append(Task(entry, None))
-            elif (row.size, row.mtime_ns) != (entry.size, entry.mtime_ns):
-                tasks.append(Task(entry, row))
-            elif row.status == PENDING and row.modality in self.embeddable:
-                tasks.append(Task(entry, row))
-            elif row.status != FAILED and row.caption != _read_caption(entry.caption_path,
-                                                                        self.options.max_text_chars):
-                tasks.append(Task(entry, row, caption_only=True))
-            else:
-                report.unchanged += 1
-        # Items waiting for a vector elsewhere (e.g. after --reembed) are embedded too, wherever they live.
-        for row in rows:
-            if (row.status == PENDING and row.modality in self.embeddable and row.path not in scanned.files
-                    and not under(row.path, roots) and os.path.isfile(row.path)):
-                info = os.stat(row.path)
-                tasks.append(Task(FileEntry(row.path, row.modality, info.st_size, info.st_mtime_ns,
-                                            _sidecar_of(row.path)), row))
-        vanished = [row for row in rows if under(row.path, roots) and row.path not in scanned.files]
-        self._vanished_ids = {row.id for row in vanished}
-
+        self._vanished_ids = {row.id for row in planned.vanished}
+        tasks = planned.tasks
         if tasks:
             modalities = {t.entry.modality for t in tasks}
             if modalities & {"image", "text"} or any(t.entry.caption_path or t.caption_only for t in tasks):
@@ -148,15 +90,9 @@ class Indexer:
             if "audio" in modalities and self.get_audio_encoder:
                 self.audio_encoder = self.get_audio_encoder()
             self._process(tasks, report)
-        self._remove([row for row in vanished if row.id not in self._claimed], report)
+        self._remove([row for row in planned.vanished if row.id not in self._claimed], report)
         report.seconds = time.perf_counter() - started
         return report
-
-    def _load_rows(self) -> list[Row]:
-        with self.store.session() as session:
-            result = session.execute(select(Item.id, Item.path, Item.modality, Item.size, Item.mtime_ns,
-                                            Item.content_hash, Item.status, Item.caption))
-            return [Row(*r) for r in result]
 
     # --- workers ----------------------------------------------------------------------------------
     def _prepare(self, task: Task, force_decode: bool = False) -> Prepared:
@@ -165,7 +101,7 @@ class Indexer:
         out = Prepared(task)
         if task.caption_only:
             out.hash, out.same_content = task.row.content_hash, True
-            out.caption = _read_caption(entry.caption_path, self.options.max_text_chars)
+            out.caption = read_caption(entry.caption_path, self.options.max_text_chars)
             return out
         # Sounds (and films' sound tracks) can be long: hashed and decoded from the file in pieces, never
         # held whole; other files are read once and decoded from memory.
@@ -180,7 +116,7 @@ class Indexer:
         except OSError as exc:
             out.error = f"cannot read file: {exc.strerror or exc}"
             return out
-        out.caption = _read_caption(entry.caption_path, self.options.max_text_chars)
+        out.caption = read_caption(entry.caption_path, self.options.max_text_chars)
         if task.row is not None and task.row.content_hash == out.hash and task.row.status != PENDING:
             out.same_content = True
             return out
@@ -194,7 +130,9 @@ class Indexer:
                 out.decoded = probe_audio(entry.path)
             else:
                 out.decoded = decode(entry.modality, data, entry.path, self.options.max_image_pixels,
-                                     self.options.max_text_chars)
+                                     self.options.max_text_chars, max_image_bytes=self.options.max_image_bytes,
+                                     max_image_aspect=self.options.max_image_aspect,
+                                     model_side=model_input_side(self.encoder))
             if out.decoded.image is not None and self.encoder is not None:
                 out.pixels = self.encoder.preprocess_image(out.decoded.image)
                 out.decoded.image = None  # keep only the tensor in flight
@@ -222,7 +160,7 @@ class Indexer:
         try:
             window = max(self.options.batch_size * 2, workers * 4)
             # Half the budget for sounds being decoded ahead, half for the batch waiting for the tower
-            for prepared in _bounded_map(pool, self._prepare, tasks, window, self._sound_bytes, budget // 2):
+            for prepared in bounded_map(pool, self._prepare, tasks, window, self._sound_bytes, budget // 2):
                 batch.append(prepared)
                 held += self._sound_bytes(prepared.task)
                 bar.update(1)
@@ -240,11 +178,12 @@ class Indexer:
             return
         vectors = self._embed(batch)
         captions = self._embed_captions(batch)
-        with self.store.session() as session:
-            generation = self.store.bump_generation(session)
+        with self.store.batch() as writes:
             for prepared in batch:
-                self._write(session, prepared, vectors.get(id(prepared)), generation, report)
-                self._write_caption(session, prepared, captions.get(id(prepared)), generation)
+                self._write(writes, prepared, vectors.get(id(prepared)), report)
+                task, caption = prepared.task, captions.get(id(prepared))
+                writes.caption(task.row.id if task.row else None, task.entry.path, caption,
+                               encoder_key(self.encoder.identity) if caption is not None else "")
 
     def _embed_captions(self, batch: list[Prepared]) -> dict[int, np.ndarray]:
         """Caption sidecars go through the text tower, unless the item kept both file and caption."""
@@ -298,18 +237,10 @@ class Indexer:
                 return row
         return None
 
-    def _write(self, session, prepared: Prepared, vector: np.ndarray | None, generation: int,
-               report: IndexReport) -> None:
+    def _write(self, writes: Batch, prepared: Prepared, vector: np.ndarray | None, report: IndexReport) -> None:
         entry, row = prepared.task.entry, prepared.task.row
-        item = session.get(Item, row.id) if row is not None else None
-        moved = item is not None and item.path != entry.path
-        if item is None:
-            item = Item(path=entry.path, modality=entry.modality, status=PENDING)
-            session.add(item)
-        item.path, item.modality = entry.path, entry.modality
-        item.size, item.mtime_ns, item.content_hash = entry.size, entry.mtime_ns, prepared.hash
-        item.caption = prepared.caption
-        item.indexed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        item, moved = writes.item(row.id if row else None, entry.path, entry.modality, size=entry.size,
+                                  mtime_ns=entry.mtime_ns, content_hash=prepared.hash, caption=prepared.caption)
         if prepared.same_content:
             if moved:
                 report.moved += 1
@@ -319,9 +250,7 @@ class Indexer:
                 report.unchanged += 1
             return
         if prepared.error:
-            item.status, item.error = FAILED, prepared.error
-            if row is not None:
-                session.execute(delete(Vector).where(Vector.item_id == row.id))
+            writes.fail(item, prepared.error)
             report.failed += 1
             report.failures.append((entry.path, prepared.error))
             return
@@ -332,89 +261,14 @@ class Indexer:
         else:
             report.updated += 1
         meta = prepared.decoded.meta if prepared.decoded else {}
-        source_id = meta.get("copy_of")
-        if source_id is not None:
-            source = session.get(Item, source_id)
-            copied = session.get(Vector, (source_id, CONTENT))
-            vector = copied.array() if copied is not None else None
-            for column in ("mime", "width", "height", "duration", "sample_rate", "channels", "taken_at", "text"):
-                setattr(item, column, getattr(source, column))
+        if meta.get("copy_of") is not None:
+            vector = writes.copy_of(item, meta["copy_of"])
         else:
-            for column in ("mime", "width", "height", "duration", "sample_rate", "channels", "taken_at"):
-                setattr(item, column, meta.get(column))
-            item.text = prepared.decoded.text if prepared.decoded else None
-        session.flush()  # a new item needs its id before its vector
-        if vector is None:
-            item.status = PENDING
-            item.error = AUDIO_WAITING if entry.modality == "audio" else "waiting to be embedded"
-            session.execute(delete(Vector).where(Vector.item_id == item.id))
-            return
-        item.status, item.error = OK, None
+            writes.describe(item, meta, prepared.decoded.text if prepared.decoded else None)
         tower = self.audio_encoder if entry.modality == "audio" else self.encoder
-        session.merge(Vector(item_id=item.id, part=CONTENT, encoder=encoder_key(tower.identity), dim=len(vector),
-                             data=vector_bytes(vector), generation=generation))
-
-    def _write_caption(self, session, prepared: Prepared, vector: np.ndarray | None, generation: int) -> None:
-        """Keep the caption vector in step with the caption; the index re-fuses the item on its next sync."""
-        item = session.get(Item, prepared.task.row.id) if prepared.task.row is not None else \
-            session.scalar(select(Item).where(Item.path == prepared.task.entry.path))
-        if item is None or item.status != OK:
-            return
-        if vector is not None:
-            session.merge(Vector(item_id=item.id, part=CAPTION, encoder=encoder_key(self.encoder.identity),
-                                 dim=len(vector), data=vector_bytes(vector), generation=generation))
-        elif item.caption is None and session.get(Vector, (item.id, CAPTION)) is not None:
-            session.execute(delete(Vector).where(Vector.item_id == item.id, Vector.part == CAPTION))
-            # the content row carries the change: a catch-up re-reads items with a newer row
-            session.execute(update(Vector).where(Vector.item_id == item.id).values(generation=generation))
+        writes.content(item, vector, encoder_key(tower.identity) if vector is not None else "",
+                       AUDIO_WAITING if entry.modality == "audio" else "waiting to be embedded")
 
     def _remove(self, rows: list[Row], report: IndexReport) -> None:
         if rows:
             report.removed += self.store.remove_ids([row.id for row in rows])
-
-
-def _read_caption(path: str | None, max_chars: int) -> str | None:
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as handle:
-            return decode_text(handle.read(), max_chars).text
-    except (OSError, DecodeError):
-        return None
-
-
-def _sidecar_of(path: str) -> str | None:
-    candidate = os.path.splitext(path)[0] + ".txt"
-    return candidate if os.path.isfile(candidate) and candidate != path else None
-
-
-def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, window: int,
-                 cost: Callable[[Any], int] = lambda _: 0, budget: int = 0) -> Iterator:
-    """Like pool.map, in order, but with at most ``window`` items in flight and, when a ``cost`` is given,
-    their costs summing to at most ``budget`` (one item always runs), so memory stays bounded."""
-    pending: collections.deque[tuple[Future, int]] = collections.deque()
-    iterator = iter(items)
-    held = 0
-    waiting = None  # an item taken from the iterator that did not fit yet
-
-    def fill() -> None:
-        nonlocal held, waiting
-        while len(pending) < window:
-            item = waiting if waiting is not None else next(iterator, None)
-            waiting = None
-            if item is None:
-                return
-            price = cost(item)
-            if pending and held + price > budget:
-                waiting = item
-                return
-            pending.append((pool.submit(fn, item), price))
-            held += price
-
-    fill()
-    while pending:
-        future, price = pending.popleft()
-        result = future.result()
-        held -= price
-        fill()
-        yield result

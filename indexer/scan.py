@@ -5,24 +5,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-TEXT_EXTS = frozenset({".txt", ".md"})
-AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".opus",
-                        # the sound track of video containers; a video without one fails "no audio stream"
-                        ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
-CAPTION_EXT = ".txt"
-
-
-def modality_of(path: str) -> str | None:
-    ext = os.path.splitext(path)[1].lower()
-    if ext in IMAGE_EXTS:
-        return "image"
-    if ext in AUDIO_EXTS:
-        return "audio"
-    if ext in TEXT_EXTS:
-        return "text"
-    return None
-
+from mmsearch.modalities import TEXT, captions, modality_of
 
 @dataclass(frozen=True)
 class FileEntry:
@@ -89,8 +72,8 @@ def _walk(folder: str, result: ScanResult, seen: set[tuple[int, int]]) -> None:
 
 def _add_folder_files(folder: str, names: list[str], result: ScanResult, only: str | None = None) -> None:
     """Add the media among ``names`` (all visible files of ``folder``), or just ``only`` when given."""
-    media_stems = {os.path.splitext(n)[0] for n in names if modality_of(n) in ("image", "audio")}
-    sidecars = {os.path.splitext(n)[0]: n for n in names if os.path.splitext(n)[1].lower() == CAPTION_EXT}
+    pairs = captions(names)
+    sidecars = set(pairs.values())
     for name in names:
         modality = modality_of(name)
         if modality is None or (only is not None and name != only):
@@ -99,13 +82,10 @@ def _add_folder_files(folder: str, names: list[str], result: ScanResult, only: s
             result.errors.append(f"{os.fsencode(os.path.join(folder, name))!r}: file name is not valid UTF-8; "
                                  f"rename it")
             continue
-        stem, ext = os.path.splitext(name)
         path = os.path.join(folder, name)
-        if ext.lower() == CAPTION_EXT and stem in media_stems:
+        if modality == TEXT and name in sidecars:
             continue  # a sidecar, stored on its media item
-        caption = None
-        if modality != "text" and stem in sidecars:
-            caption = os.path.join(folder, sidecars[stem])
+        caption = os.path.join(folder, pairs[name]) if name in pairs else None
         try:
             info = os.stat(path)
         except OSError as exc:

@@ -2,20 +2,31 @@
 
 
 class MMSearchError(Exception):
-    """A problem with input, configuration or stored data, explained in one line."""
+    """A problem with input, configuration or stored data, explained in one line. ``code`` names its kind
+    in JSON errors, the CLI's (--json) and the API's alike."""
+
+    code = "bad_request"
 
 
 class ModelLoadError(MMSearchError):
     """Weights or a model config could not be loaded."""
 
+    code = "model_load"
+
 
 class ModelMismatchError(MMSearchError):
     """The data dir was built with another model."""
+
+    code = "model_mismatch"
 
 
 class DataDirError(MMSearchError):
     """The data dir or database cannot be opened or written."""
 
+    code = "data_dir"
+
 
 class LockedError(MMSearchError):
     """Another process is writing to the same data dir."""
+
+    code = "locked"

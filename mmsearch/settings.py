@@ -6,12 +6,14 @@ Precedence, lowest first: default < config file (``MMSEARCH_CONFIG`` / ``--confi
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import MMSearchError
+from .modalities import MODALITIES
 
 ENV_PREFIX = "MMSEARCH_"
 
@@ -38,10 +40,10 @@ def _weights(value: Any) -> dict[str, float]:
         if any(len(p) != 2 for p in pairs):
             raise ValueError(f"{value!r} is not of the form image=1,audio=1,text=0.5")
     weights = {str(k).strip(): float(v) for k, v in pairs}
-    unknown = set(weights) - {"image", "audio", "text"}
+    unknown = set(weights) - set(MODALITIES)
     if unknown or any(not w > 0 for w in weights.values()):
         raise ValueError(f"{value!r}: weights are positive numbers for image, audio and text")
-    return {m: weights.get(m, 1.0) for m in ("image", "audio", "text")}
+    return {m: weights.get(m, 1.0) for m in MODALITIES}
 
 
 def _non_negative_int(value: Any) -> int:
@@ -57,6 +59,8 @@ class Setting:
     default: Any
     help: str
     parse: Callable[[Any], Any] = str
+    flag: bool = False  # also a global command-line option, --name-with-dashes
+    secret: bool = False  # never printed by 'mmsearch settings'
 
     @property
     def env(self) -> str:
@@ -65,24 +69,30 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "~/.local/share/mmsearch",
-            "Folder holding the SQLite database, the vector index cache and the write lock."),
+            "Folder holding the SQLite database, the vector index cache and the write lock.", flag=True),
     Setting("db_url", "",
-            "SQLAlchemy URL of the metadata database (vectors included). Empty: SQLite file mmsearch.db in the data dir."),
+            "SQLAlchemy URL of the metadata database (vectors included). Empty: SQLite file mmsearch.db in the data dir.", flag=True),
     Setting("model", "ViT-B-32",
-            "open_clip model config for images and text, or 'tiny' (built-in small preset, no download)."),
+            "open_clip model config for images and text, or 'tiny' (built-in small preset, no download).", flag=True),
     Setting("pretrained", "",
             "open_clip pretrained tag, a local checkpoint file, or 'random' (deterministic init). "
-            "Empty: laion2b_s34b_b79k for ViT-B-32, the first published tag for other models, random for tiny."),
+            "Empty: laion2b_s34b_b79k for ViT-B-32, the first published tag for other models, random for tiny.", flag=True),
     Setting("audio_checkpoint", "",
             "Audio tower checkpoint (.safetensors) to use instead of the data dir's own (set by train-audio). "
-            "Empty: the data dir's trained tower; with 'random' image/text weights, a random tower of the same size."),
+            "Empty: the data dir's trained tower; with 'random' image/text weights, a random tower of the same size.", flag=True),
     Setting("max_audio_seconds", 600.0, "Seconds of each sound decoded and embedded; the rest is ignored.",
             _positive_float),
-    Setting("device", "auto", "torch device for the encoders: auto (CUDA when present), cpu, cuda, cuda:N."),
+    Setting("device", "auto", "torch device for the encoders: auto (CUDA when present), cpu, cuda, cuda:N.", flag=True),
     Setting("batch_size", 32, "Items per model batch when indexing.", _positive_int),
     Setting("workers", 0, "Decoding threads when indexing; 0 means one per CPU core.", _non_negative_int),
     Setting("max_image_pixels", 100_000_000,
             "Images with more pixels are refused as decompression bombs.", _positive_int),
+    Setting("max_image_bytes", 192 * 2**20,
+            "Memory budget in bytes of decoding one image (per query and per indexing worker), reckoned from "
+            "the header with mode and bit depth counted; an image that would need more is refused unread.",
+            _positive_int),
+    Setting("max_image_aspect", 50.0, "Images whose long side is more than this many times the short side are refused.",
+            _positive_float),
     Setting("max_text_chars", 100_000, "Characters of a text document kept in the database.", _positive_int),
     Setting("modality_weights", "image=1,audio=1,text=1",
             "Weights of an item's vectors in its fused vector: an image or sound with a caption is indexed as "
@@ -95,12 +105,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache_dir", "", "Where downloaded weights are kept. Empty: the Hugging Face / open_clip default cache."),
     Setting("admin_token", "",
             "Bearer token that enables POST /api/items (upload) and DELETE /api/items/ID in the web API. "
-            "Empty: both are off."),
+            "Empty: both are off.", secret=True),
+    Setting("query_max_parts", 32, "Most parts one search may have, however written (query syntax, JSON parts, "
+            "files, --like).", _positive_int),
+    Setting("query_max_chars", 4000, "Longest query text, in characters.", _positive_int),
+    Setting("query_max_weight", 1000.0, "Largest weight a query part may have, in either sign.", _positive_float),
+    Setting("explain_max_rows", 4000, "With explain, k × query parts may be at most this: each result explains "
+            "each part.", _positive_int),
+    Setting("json_max_depth", 32, "Deepest nesting of arrays and objects a JSON request body may have.",
+            _positive_int),
     Setting("max_upload_bytes", 50 * 1024 * 1024,
             "Largest request body the web API accepts (uploads and query files); larger ones get 413.",
             _positive_int),
     Setting("thumbnail_size", 256, "Longest side in pixels of the image thumbnails the web API makes and caches.",
             _positive_int),
+    Setting("connection_limit", 1000,
+            "Open connections serve accepts at once; beyond it new ones wait in the listen backlog.", _positive_int),
+    Setting("channel_timeout", 30,
+            "Seconds serve keeps a connection with nothing in progress (idle keep-alive, a request never finished).",
+            _positive_int),
+    Setting("max_request_line", 32768,
+            "Longest request target (path and query string) in bytes; longer ones get a JSON 414.", _positive_int),
+    Setting("max_header_bytes", 65536,
+            "Longest request line plus headers in bytes that serve reads; more gets a JSON 431.", _positive_int),
+    Setting("max_form_fields", 1000,
+            "Most fields (files included) in a form body; more get a JSON 413 naming this limit.", _positive_int),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -108,9 +137,10 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 class Settings:
     """Resolved settings; ``source(name)`` says where each value came from."""
 
-    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str]):
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str], config_file: str | None = None):
         self._values = dict(values)
         self._sources = dict(sources)
+        self.config_file = config_file
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -130,7 +160,23 @@ class Settings:
         for name, value in values.items():
             merged[name] = _parse(_BY_NAME[name], value, "argument")
             sources[name] = "argument"
-        return Settings(merged, sources)
+        return Settings(merged, sources, self.config_file)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every setting with its value and where that came from (secrets and passwords masked), as
+        'mmsearch settings' shows them."""
+        where = {"flag": lambda s: f"--{s.name.replace('_', '-')}", "env": lambda s: s.env,
+                 "config": lambda s: str(self.config_file), "default": lambda s: "", "argument": lambda s: ""}
+        out = []
+        for setting in SETTINGS:
+            value, source = self._values[setting.name], self._sources[setting.name]
+            if setting.secret and value:
+                value = "***"
+            elif isinstance(value, str):
+                value = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)  # a password in a database URL
+            out.append({"name": setting.name, "value": value, "source": source, "from": where[source](setting),
+                        "default": setting.default if not setting.secret else "", "help": setting.help})
+        return out
 
     @property
     def data_path(self) -> Path:
@@ -185,4 +231,4 @@ def load_settings(flags: Mapping[str, Any] | None = None,
         else:
             values[setting.name] = setting.parse(setting.default)
             sources[setting.name] = "default"
-    return Settings(values, sources)
+    return Settings(values, sources, str(config_file) if config_file else None)

@@ -15,6 +15,8 @@ import numpy as np
 
 from mmsearch.errors import MMSearchError
 
+from .tables import CAPTION, CONTENT
+
 
 def normalise(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
@@ -25,11 +27,6 @@ def normalise(vector: np.ndarray) -> np.ndarray:
 
 def early(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     return normalise(np.sum([w * np.asarray(v, np.float64) for v, w in zip(vectors, weights)], axis=0))
-
-
-def weighted_mean(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """An item's fused vector: normalise(Σ wₘ·eₘ); the mean's 1/n vanishes in the normalisation."""
-    return early(vectors, weights)
 
 
 def rrf(ranked: Sequence[Sequence[int]], weights: Sequence[float], k: int = 60) -> dict[int, float]:
@@ -76,3 +73,14 @@ def scaled(lists: Sequence[tuple[Mapping[int, float], float, float]], weights: S
             norm = (score - low) / span if span > 0 else flat
             fused[item_id] = fused.get(item_id, 0.0) + weight * norm
     return fused
+
+
+def fuse_parts(parts: Mapping[str, np.ndarray], modality: str, weights: Mapping[str, float]) -> np.ndarray:
+    """normalise(w[modality]·content + w[text]·caption); a lone content vector is returned unchanged."""
+    content = np.asarray(parts[CONTENT], np.float32)
+    if CAPTION not in parts:
+        return content.copy()
+    fused = weights.get(modality, 1.0) * content.astype(np.float64) + \
+        weights.get("text", 1.0) * np.asarray(parts[CAPTION], np.float64)
+    norm = np.linalg.norm(fused)
+    return (fused / norm).astype(np.float32) if norm > 1e-6 else content.copy()

@@ -12,7 +12,8 @@ from mmsearch.errors import MMSearchError
 
 from . import fusion
 from .request import Filters, QueryPart, SearchRequest
-from .store import FUSED, Item, Store
+from .store import Store
+from .tables import FUSED, Item
 from .vector_index import FaissIndex, Partitioned
 
 LATE_DEPTH = 100  # each positive part's list in late fusion reaches at least this deep
@@ -24,12 +25,6 @@ class Hit:
     score: float
     item: Item
     parts: list[dict] | None = None
-
-    def as_dict(self) -> dict:
-        out = {"id": self.id, "path": self.item.path, "modality": self.item.modality, "score": self.score}
-        if self.parts is not None:
-            out["parts"] = self.parts
-        return out
 
 
 @dataclass
@@ -57,11 +52,9 @@ class RankedList:
 
 
 class Searcher:
-    def __init__(self, store: Store, index: Partitioned, late_index: str = "modality"):
-        """``late_index``: what late fusion ranks in unless a request says otherwise."""
+    def __init__(self, store: Store, index: Partitioned):
         self.store = store
         self.index = index
-        self.late_index = late_index
 
     # --- single vector ------------------------------------------------------------------------------
     def by_vector(self, vector: np.ndarray, k: int, modalities: Sequence[str] | None = None,
@@ -124,7 +117,7 @@ class Searcher:
         if request.fusion == "early":
             ranked = self._search(fusion.early(vectors, weights), depth, allowed, self._main(request.filters))
         else:
-            used = request.index or self.late_index
+            used = request.index or "modality"  # late fusion ranks within each modality unless asked
             lists = self._late_lists(request, vectors, max(depth, LATE_DEPTH), allowed, used)
             ranked = self._fuse(lists, request)
         likes = [p.value for p in request.parts if p.kind == "item"]

@@ -6,12 +6,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmsearch.errors import MMSearchError
+from mmsearch.modalities import MODALITIES, check
 
 KINDS = ("text", "image", "audio", "item")
 FUSIONS = ("early", "rrf", "relative", "dbsf")
 INDEXES = ("fused", "modality")  # what late fusion ranks in: the whole index, or each modality's part of it
-MODALITIES = ("image", "audio", "text")
 MAX_K = 1000
+MAX_ID = 2 ** 63 - 1  # SQL's BIGINT: item ids, sizes and nanosecond times all fit in it
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for (settings query_max_*, explain_max_rows); a request past one is an error
+    that names the setting."""
+
+    max_parts: int = 32
+    max_chars: int = 4000
+    max_weight: float = 1000.0
+    explain_rows: int = 4000
+
+    @classmethod
+    def of(cls, settings: Any) -> "Limits":
+        return cls(settings.query_max_parts, settings.query_max_chars, settings.query_max_weight,
+                   settings.explain_max_rows)
+
+    def check(self, request: "SearchRequest") -> None:
+        if len(request.parts) > self.max_parts:
+            raise MMSearchError(f"at most {self.max_parts} query parts (setting query_max_parts), not "
+                                f"{len(request.parts)}")
+        heavy = next((p for p in request.parts if abs(p.weight) > self.max_weight), None)
+        if heavy is not None:
+            raise MMSearchError(f"a query part's weight is at most {self.max_weight:g} in size (setting "
+                                f"query_max_weight), not {heavy.weight:.3g}")
+        if request.explain and request.k * len(request.parts) > self.explain_rows:
+            raise MMSearchError(f"explain: k × parts is {request.k * len(request.parts)}, at most "
+                                f"{self.explain_rows} (setting explain_max_rows)")
 
 
 @dataclass
@@ -32,8 +61,9 @@ class QueryPart:
             raise MMSearchError("a query part's weight must not be 0")
         if self.kind == "text" and (not isinstance(self.value, str) or not self.value.strip()):
             raise MMSearchError("a text query part needs non-empty text")
-        if self.kind == "item" and (not isinstance(self.value, int) or isinstance(self.value, bool)):
-            raise MMSearchError("an item query part needs an integer item id")
+        if self.kind == "item" and (not isinstance(self.value, int) or isinstance(self.value, bool)
+                                    or not 0 < self.value <= MAX_ID):
+            raise MMSearchError("an item query part needs an item id, a positive integer")
         if self.kind in ("image", "audio") and not isinstance(self.value, (bytes, bytearray)):
             raise MMSearchError(f"an {self.kind} query part needs file content")
         if not self.label:
@@ -57,8 +87,7 @@ class Filters:
 
     def __post_init__(self) -> None:
         for modality in self.modalities or ():
-            if modality not in MODALITIES:
-                raise MMSearchError(f"unknown modality {modality!r}: use image, audio or text")
+            check(modality)
         if self.date_field not in ("mtime", "taken_at"):
             raise MMSearchError("date_field must be mtime or taken_at")
 

@@ -5,7 +5,6 @@ vectors it wrote, so a vector index cache can tell exactly what it is missing.
 """
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import json
 import os
@@ -13,82 +12,19 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
-                        delete, event, func, select, update)
+from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from mmsearch.errors import DataDirError
 
-SCHEMA_VERSION = 1
-OK, PENDING, FAILED = "ok", "pending", "failed"
-CONTENT = "content"  # the item's own modality: pixels, words or sound
-CAPTION = "caption"  # the text of a caption sidecar, embedded by the text tower
-FUSED = "fused"  # every item's fused vector: the main index as a whole
-# The main index's parts: the fused vectors split by the item's modality, so late fusion can rank each
-# modality on its own and a modality filter reads one part only.
-MODALITY_SPACES = ("image", "audio", "text")
+from mmsearch.modalities import MODALITIES
 
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "items"
-    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: caches and URLs keep meaning
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
-    modality: Mapped[str] = mapped_column(String(16), index=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    content_hash: Mapped[str | None] = mapped_column(String(80), index=True)
-    mime: Mapped[str | None] = mapped_column(String(100))
-    width: Mapped[int | None] = mapped_column(Integer)
-    height: Mapped[int | None] = mapped_column(Integer)
-    duration: Mapped[float | None] = mapped_column(Float)
-    sample_rate: Mapped[int | None] = mapped_column(Integer)
-    channels: Mapped[int | None] = mapped_column(Integer)
-    taken_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    caption: Mapped[str | None] = mapped_column(Text)
-    text: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    error: Mapped[str | None] = mapped_column(Text)
-    indexed_at: Mapped[dt.datetime] = mapped_column(DateTime)
-
-    vectors: Mapped[list["Vector"]] = relationship(back_populates="item", cascade="all, delete-orphan",
-                                                   passive_deletes=True)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {c.name: getattr(self, c.name) for c in self.__table__.columns}
-        for key in ("taken_at", "indexed_at"):
-            out[key] = out[key].isoformat() if out[key] else None
-        return out
-
-
-class Vector(Base):
-    __tablename__ = "vectors"
-
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
-    part: Mapped[str] = mapped_column(String(32), primary_key=True)
-    encoder: Mapped[str] = mapped_column(String(200))
-    dim: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-    generation: Mapped[int] = mapped_column(BigInteger, index=True)
-
-    item: Mapped[Item] = relationship(back_populates="vectors")
-
-    def array(self) -> np.ndarray:
-        return np.frombuffer(self.data, dtype="<f4")
-
-
-class Meta(Base):
-    __tablename__ = "meta"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
+from . import schema
+from .filters import filter_query
+from .fusion import fuse_parts
+from .writes import Batch
+from .tables import CAPTION, CONTENT, FAILED, FUSED, OK, PENDING, Item, Meta, Vector
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
@@ -99,19 +35,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def fuse_parts(parts: Mapping[str, np.ndarray], modality: str, weights: Mapping[str, float]) -> np.ndarray:
-    """normalise(w[modality]·content + w[text]·caption); a lone content vector is returned unchanged."""
-    content = np.asarray(parts[CONTENT], np.float32)
-    if CAPTION not in parts:
-        return content.copy()
-    fused = weights.get(modality, 1.0) * content.astype(np.float64) + \
-        weights.get("text", 1.0) * np.asarray(parts[CAPTION], np.float64)
-    norm = np.linalg.norm(fused)
-    return (fused / norm).astype(np.float32) if norm > 1e-6 else content.copy()
-
-
 def _modality(space: str) -> str:
-    if space not in MODALITY_SPACES:
+    if space not in MODALITIES:
         raise ValueError(f"unknown vector space {space!r}")
     return space
 
@@ -122,31 +47,21 @@ def _space_query(space: str, query):
     return query if space == FUSED else query.join(Item).where(Item.modality == _modality(space))
 
 
-def vector_bytes(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
-
-
 class Store:
-    """Opens (and creates) the database behind one SQLAlchemy URL."""
+    """Opens (and creates) the database behind one SQLAlchemy URL; ``migrate`` upgrades an older one first."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, migrate: bool = False):
         self.url = url
         try:
             self.engine = create_engine(url)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
+            self.schema_change = (schema.upgrade if migrate else schema.ensure)(self.engine)
+        except DataDirError:
+            raise
         except Exception as exc:  # SQLAlchemyError, or a bad URL / missing driver
             raise DataDirError(f"cannot open database {_safe_url(url)}: {_first_line(exc)}") from None
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        with self.session() as session:
-            version = self._get(session, "schema_version")
-            if version is None:
-                self._set(session, "schema_version", SCHEMA_VERSION)
-                self._set(session, "generation", 0)
-            elif version != SCHEMA_VERSION:
-                raise DataDirError(f"database schema version {version} is not {SCHEMA_VERSION}: "
-                                   f"this mmsearch cannot read it")
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)  # the schema: search.schema
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -191,9 +106,23 @@ class Store:
         self._set(session, "generation", generation)
         return generation
 
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """One batch of the indexer's writes in one transaction, under one new generation."""
+        with self.session() as session:
+            yield Batch(session, self.bump_generation(session))
+
+    def index_rows(self) -> list[tuple]:
+        """Every item as (id, path, modality, size, mtime_ns, content_hash, status, caption): what an index
+        run plans from."""
+        with self.session() as session:
+            return [tuple(r) for r in session.execute(select(
+                Item.id, Item.path, Item.modality, Item.size, Item.mtime_ns, Item.content_hash, Item.status,
+                Item.caption))]
+
     # --- vectors ----------------------------------------------------------------------------------
     def vector_ids(self, space: str = FUSED) -> np.ndarray:
-        """Ids of the items with a vector in this space (FUSED or one of MODALITY_SPACES)."""
+        """Ids of the items with a vector in this space (FUSED, or a modality: the main index's part of that modality's items)."""
         with self.session() as session:
             ids = session.scalars(_space_query(space, select(Vector.item_id))).all()
         return np.asarray(ids, dtype=np.int64)
@@ -280,36 +209,7 @@ class Store:
 
     def filter_ids(self, filters: Any) -> np.ndarray:
         """Ids of items with a vector that pass the filters (a search.request.Filters)."""
-        query = select(Item.id).where(Item.status == OK)
-        if filters.modalities:
-            query = query.where(Item.modality.in_(list(filters.modalities)))
-        sqlite = self.engine.dialect.name == "sqlite"
-        if filters.path_prefix:
-            prefix = filters.path_prefix
-            # Exact on every database; the range lets SQLite (byte order) use the path index, while a
-            # database with a linguistic collation would let other paths into it.
-            query = query.where(func.substr(Item.path, 1, len(prefix)) == prefix)
-            if sqlite:
-                query = query.where(Item.path >= prefix, Item.path < prefix + "\U0010ffff")
-        if filters.path_glob:  # fnmatch's case-sensitive * and ?, which cross folders
-            query = query.where(Item.path.op("GLOB")(filters.path_glob.replace("[", "[[]")) if sqlite
-                                else Item.path.like(_glob_to_like(filters.path_glob), escape="\\"))
-        if filters.date_field == "taken_at":
-            if filters.date_from:
-                query = query.where(Item.taken_at >= filters.date_from)
-            if filters.date_to:
-                query = query.where(Item.taken_at <= filters.date_to)
-        else:
-            if filters.date_from:
-                query = query.where(Item.mtime_ns >= int(filters.date_from.timestamp() * 1e9))
-            if filters.date_to:
-                query = query.where(Item.mtime_ns <= int(filters.date_to.timestamp() * 1e9))
-        if filters.min_size is not None:
-            query = query.where(Item.size >= filters.min_size)
-        if filters.max_size is not None:
-            query = query.where(Item.size <= filters.max_size)
-        if filters.has_caption is not None:
-            query = query.where(Item.caption.is_not(None) if filters.has_caption else Item.caption.is_(None))
+        query = filter_query(filters, sqlite=self.engine.dialect.name == "sqlite")
         with self.session() as session:
             return np.asarray(session.scalars(query).all(), dtype=np.int64)
 
@@ -362,10 +262,37 @@ class Store:
                                                .group_by(Item.modality)).all())
         return {
             "items": sum(n for status, n in by_status.items() if status != FAILED),
-            "by_modality": {m: by_modality.get(m, 0) for m in ("image", "audio", "text")},
+            "by_modality": {m: by_modality.get(m, 0) for m in MODALITIES},
             "pending": by_status.get(PENDING, 0),
             "failed": by_status.get(FAILED, 0),
         }
+
+    def replace_encoder(self, scope: str | None, meta: Mapping[str, Any]) -> None:
+        """In one transaction: record a new encoder in meta and drop the vectors it replaces (``scope``
+        "all", or one modality's; None: none), so their items wait to be embedded again."""
+        with self.session() as session:
+            if scope is not None:
+                self.mark_pending(session, None if scope == "all" else scope)
+            for key, value in meta.items():
+                self._set(session, key, value)
+
+    def vector_problems(self, encoder: str, dim: int) -> list[str]:
+        """Disagreements within SQL: vectors from another encoder (sounds' own from the audio tower in
+        meta audio_key, all others from ``encoder``) or of another dimension; ok items without a vector."""
+        problems: list[str] = []
+        with self.session() as session:
+            audio_key = self._get(session, "audio_key")
+            own_audio = (Vector.part == CONTENT) & (Item.modality == "audio")
+            expected = own_audio & (Vector.encoder == audio_key) | ~own_audio & (Vector.encoder == encoder)
+            wrong = session.scalar(select(func.count()).select_from(Vector).join(Item).where(
+                (Vector.dim != dim) | ~expected))
+            if wrong:
+                problems.append(f"{wrong} vectors were made by another model or have the wrong dimension")
+            orphans = session.scalar(select(func.count()).select_from(Item).where(
+                Item.status == OK, ~Item.vectors.any(Vector.part == CONTENT)))
+            if orphans:
+                problems.append(f"{orphans} items marked ok have no vector")
+        return problems
 
     def mark_pending(self, session: Session, modality: str | None = None) -> None:
         """Drop the vectors of every item (or of one modality): a new encoder is taking over."""
@@ -387,9 +314,3 @@ def _safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "(unparsable URL)"
-
-
-def _glob_to_like(glob: str) -> str:
-    """fnmatch's * and ? to a LIKE pattern (case-sensitive everywhere but in SQLite, which uses GLOB)."""
-    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +17,9 @@ import numpy as np
 
 from mmsearch.errors import MMSearchError
 
-from .store import FUSED, Store
+from .store import Store
+
+from .tables import FUSED
 
 
 @dataclass
@@ -27,7 +29,7 @@ class IndexState:
     dim: int
     factory: str
     weights: str = "{}"  # JSON of the per-modality fusion weights the item vectors were made with
-    space: str = FUSED  # which vectors: fused item vectors, or one of store.MODALITY_SPACES
+    space: str = FUSED  # which vectors: fused item vectors, or one modality's items (mmsearch.modalities)
 
     def layout(self) -> str:
         return f"{self.space} {self.encoder}/{self.dim}d/{self.factory}/weights {self.weights}"
@@ -240,7 +242,6 @@ class SyncReport:
     action: str  # "fresh", "caught-up" or "rebuilt"
     added: int = 0
     removed: int = 0
-    problems: list[str] = field(default_factory=list)
 
 
 def check(index: FaissIndex | None, store: Store, want: IndexState) -> list[str]:

@@ -14,6 +14,11 @@ from mmsearch.settings import load_settings  # noqa: E402
 from .media import make_collection  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption("--faults", type=int, default=None,
+                     help="kills in tests/test_fault_injection.py (default: env MMSEARCH_FAULTS, else 5)")
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
@@ -38,7 +43,7 @@ def env(data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture
 def runner(env: dict[str, str]):
-    from manage import cli
+    from mmsearch.cli import cli
 
     class Runner:
         def __call__(self, *args: str, extra_env: dict | None = None):
@@ -48,7 +53,7 @@ def runner(env: dict[str, str]):
 
 @pytest.fixture
 def app(settings):
-    from web import create_app
+    from mmsearch.web import create_app
     return create_app({"TESTING": True, "MMSEARCH": settings.as_dict()})
 
 

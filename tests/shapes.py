@@ -103,7 +103,7 @@ def _train(target: Path, steps: int, batch: int, pool: int, seed: int, lr: float
     import torch
     import torch.nn.functional as F
 
-    import encoders.loading  # noqa: F401  registers the `tiny` config
+    import mmsearch.encoders.loading  # noqa: F401  registers the `tiny` config
 
     started = time.perf_counter()
     torch.manual_seed(seed)

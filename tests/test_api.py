@@ -37,7 +37,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(world):
-    from web import create_app
+    from mmsearch.web import create_app
     app = create_app({"TESTING": True, "MMSEARCH": world["settings"]})
     return app.test_client()
 
@@ -373,7 +373,7 @@ def test_upload_and_delete_need_the_admin_token(api, world):
 
 
 def test_uploads_are_off_without_a_token(world, tmp_path):
-    from web import create_app
+    from mmsearch.web import create_app
     settings = load_settings({"data_dir": str(tmp_path / "d"), "model": "tiny"}, env={})
     client = create_app({"TESTING": True, "MMSEARCH": settings}).test_client()
     data = {"file": (io.BytesIO(png_bytes(30)), "new.png")}

@@ -19,13 +19,13 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from encoders.audio import AudioEncoder, build_tower, default_config, load_tower, save_tower, windows
-from indexer.decode import decode_audio
-from indexer.scan import AUDIO_EXTS
+from mmsearch.encoders.audio import AudioEncoder, build_tower, default_config, load_tower, save_tower, windows
+from mmsearch.indexer.decode import decode_audio
+from mmsearch.modalities import AUDIO, EXTENSIONS
 from mmsearch.errors import ModelLoadError
 from mmsearch.library import Library
 from mmsearch.settings import load_settings
-from search.store import CONTENT, FAILED, OK, Item, Vector
+from mmsearch.search.tables import CONTENT, FAILED, OK, Item, Vector
 
 from .media import codec, encode
 from .sounds import make_training_set
@@ -79,7 +79,7 @@ def make_format(ext: str, freq: float) -> bytes:
 
 
 def indexable(ext: str) -> bool:
-    return f".{ext}" in AUDIO_EXTS
+    return f".{ext}" in EXTENSIONS[AUDIO]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_every_format_decodes_to_16k_mono(formats, ext):
 @pytest.mark.parametrize("ext", list(FORMATS))
 def test_every_format_indexes_to_an_item_with_a_vector(formats, ext):
     _, paths, library = formats
-    assert indexable(ext), f".{ext} is not in indexer.scan.AUDIO_EXTS"
+    assert indexable(ext), f".{ext} is not in mmsearch.modalities.EXTENSIONS"
     stored = items_by_path(library)
     item, vector = stored[str(paths[ext])]
     decoded = decode_audio(paths[ext].read_bytes(), RATE, 600)
@@ -298,7 +298,7 @@ _EMBED_IN_CHILD = """
 import hashlib, sys, numpy as np, torch
 sys.path.insert(0, sys.argv[1])
 torch.set_num_threads(int(sys.argv[2]))
-from encoders.audio import AudioEncoder, build_tower, default_config
+from mmsearch.encoders.audio import AudioEncoder, build_tower, default_config
 tower = build_tower(default_config(64, small=True))
 digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in tower.state_dict().values())).hexdigest()
 t = np.arange(24000) / 16000

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from mmsearch.library import Library
-from search.store import Item
+from mmsearch.search.tables import Item
 from sqlalchemy import select
 
 from .sounds import CLASSES, PICTURES, make_training_set, picture, sound, write_wav

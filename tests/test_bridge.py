@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encoders.bridge import apply_map, fit_map, load_bridge, retrieval_r1, save_bridge
+from mmsearch.encoders.bridge import apply_map, fit_map, load_bridge, retrieval_r1, save_bridge
 from mmsearch.errors import ModelLoadError
 
 
@@ -74,7 +74,7 @@ class StandInClap:
         return self.library.encoder().encode_texts(list(texts)) @ self.rotation
 
     def get_audio_embedding_from_data(self, x, use_tensor=False):
-        from encoders.audio import AudioEncoder, build_tower, default_config
+        from mmsearch.encoders.audio import AudioEncoder, build_tower, default_config
         tower = AudioEncoder(build_tower(default_config(64, small=True)), self.library.encoder().device, {})
         return tower.encode_waves([x[0][::3]]) @ self.rotation  # 48 kHz → 16 kHz
 
@@ -82,7 +82,7 @@ class StandInClap:
 def test_fit_clap_bridge_plumbing(runner, settings, tmp_path, monkeypatch):
     import json
 
-    from encoders import bridge
+    from mmsearch.encoders import bridge
     from mmsearch.library import Library
 
     from .media import tone_wav

@@ -5,6 +5,7 @@ Screenshots of the main states are saved under test-artifacts/ (gitignored).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -22,6 +24,7 @@ from mmsearch.library import Library
 from mmsearch.settings import load_settings
 
 from .media import make_collection, picture, tone_wav
+from .sounds import write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -31,6 +34,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                  "--autoplay-policy=no-user-gesture-required"]
 TIMEOUT = 20_000  # ms
+expect.set_options(timeout=TIMEOUT)  # expect() waits as long as the page does (a loaded CI box is slow)
 
 
 def _free_port() -> int:
@@ -39,16 +43,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """An indexed collection served by `manage.py serve` (waitress) on a free port."""
-    base = tmp_path_factory.mktemp("browser")
-    root = base / "media"
-    make_collection(root)
-    for n, freq in enumerate((330.0, 550.0)):
-        tone_wav(root / f"tone{n}.wav", freq, seconds=1.0)
-    env = {**os.environ, "MMSEARCH_DATA_DIR": str(base / "data"), "MMSEARCH_MODEL": "tiny",
-           "MMSEARCH_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024)}
+def _serve(base: Path, root: Path, env: dict):
+    """Index ``root`` into the data dir of ``env`` and serve it with `manage.py serve` (waitress)."""
     Library(load_settings({}, env=env)).run_index([root])
     port = _free_port()
     log = open(base / "serve.log", "w")
@@ -66,10 +62,36 @@ def server(tmp_path_factory):
                 process.kill()
                 raise RuntimeError("serve did not start: " + (base / "serve.log").read_text()[-2000:])
             time.sleep(0.3)
-    yield {"url": url, "root": root, "port": port, "env": env}
-    process.terminate()
-    process.wait(10)
-    log.close()
+    try:
+        yield {"url": url, "root": root, "port": port, "env": env}
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """An indexed collection served by `manage.py serve` (waitress) on a free port."""
+    base = tmp_path_factory.mktemp("browser")
+    root = base / "media"
+    make_collection(root)
+    for n, freq in enumerate((330.0, 550.0)):
+        tone_wav(root / f"tone{n}.wav", freq, seconds=1.0)
+    t = np.arange(16000) / 16000  # 1 s: a loud first half, then a quiet one (write_wav peaks at 0.8)
+    write_wav(root / "fade.wav", np.sin(2 * np.pi * 440 * t) * np.where(t < 0.5, 1.0, 0.1))
+    env = {**os.environ, "MMSEARCH_DATA_DIR": str(base / "data"), "MMSEARCH_MODEL": "tiny",
+           "MMSEARCH_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024)}
+    yield from _serve(base, root, env)
+
+
+@pytest.fixture(scope="module")
+def empty_server(tmp_path_factory):
+    """A library with nothing in it, as a newcomer's first `serve` has."""
+    base = tmp_path_factory.mktemp("empty")
+    (base / "nothing").mkdir()
+    env = {**os.environ, "MMSEARCH_DATA_DIR": str(base / "data"), "MMSEARCH_MODEL": "tiny"}
+    yield from _serve(base, base / "nothing", env)
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +103,9 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, server) -> Page:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server["url"])
-    context.grant_permissions(["microphone"], origin=server["url"])
+def _page(browser, url: str, **options):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url, **options)
+    context.grant_permissions(["microphone"], origin=url)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     errors: list[str] = []
@@ -92,6 +113,22 @@ def page(browser, server) -> Page:
     yield page
     context.close()
     assert not errors, errors  # no uncaught JavaScript errors
+
+
+@pytest.fixture
+def page(browser, server) -> Page:
+    yield from _page(browser, server["url"])
+
+
+@pytest.fixture
+def tokyo_page(browser, server) -> Page:
+    """A reader in Tokyo (UTC+9, no daylight saving) with British date formats."""
+    yield from _page(browser, server["url"], timezone_id="Asia/Tokyo", locale="en-GB")
+
+
+@pytest.fixture
+def empty_page(browser, empty_server) -> Page:
+    yield from _page(browser, empty_server["url"])
 
 
 def shot(page: Page, name: str) -> None:
@@ -200,7 +237,7 @@ def test_play_an_audio_result(page, server):
     page.wait_for_function("""() => { const a = document.querySelector('.card.audio audio');
                                       return a && !a.paused && a.currentTime > 0; }""")
     assert page.evaluate("document.querySelector('.card.audio audio').duration") > 0.4
-    page.wait_for_function("parseFloat(document.querySelector('.card.audio .played').style.width) > 0")
+    page.wait_for_function("() => parseFloat(document.querySelector('.card.audio .played').style.width) > 0")
     shot(page, "05-audio-playing")
 
 
@@ -310,3 +347,187 @@ def test_new_items_appear_while_serving(server, tmp_path):
             break
         time.sleep(0.2)
     assert "later.png" in names
+
+
+# --- the page as a newcomer sees it -----------------------------------------------------------------
+def _api(server, path: str):
+    with urllib.request.urlopen(server["url"] + path, timeout=10) as response:
+        return json.load(response)
+
+
+def _item_named(server, query: str, name: str) -> dict:
+    found = [r for r in _api(server, f"/api/search?{query}&k=100")["results"] if r["name"] == name]
+    assert found, f"{name} not found by {query}"
+    return found[0]
+
+
+def test_sound_cards_show_their_duration_before_playing(page, server):
+    page.goto("/?q=a+tone&modality=audio")
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    by_name = lambda name: page.locator("#results .card.audio", has=page.locator(".name", has_text=name))
+    expect(by_name("tone0.wav").locator(".length")).to_have_text("0:01.0")  # the stored duration
+    expect(by_name("beep.wav").locator(".length")).to_have_text("0:00.5")
+    # the players know their length (their controls read 0:00 / 0:01) without anything being played
+    page.wait_for_function("""() => [...document.querySelectorAll('.card.audio audio')]
+                              .every((a) => a.readyState >= 1 && a.duration > 0)""")
+    assert page.evaluate("""[...document.querySelectorAll('.card.audio audio')]
+                            .every((a) => a.paused && a.currentTime === 0)""")
+    shot(page, "11-sound-durations")
+
+
+def _wave_heights(page: Page, name: str) -> dict:
+    """Per pixel column, how many pixels of the card's waveform picture are drawn (opaque), as seen."""
+    picture = page.locator("#results .card.audio", has=page.locator(".name", has_text=name)).locator(".wave img")
+    return picture.evaluate("""async (img) => {
+        await img.decode();
+        const canvas = document.createElement("canvas");
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const g = canvas.getContext("2d"); g.drawImage(img, 0, 0);
+        const data = g.getImageData(0, 0, canvas.width, canvas.height).data;
+        const heights = [], shades = new Set();
+        for (let x = 0; x < canvas.width; x++) {
+            let n = 0;
+            for (let y = 0; y < canvas.height; y++) {
+                const i = (y * canvas.width + x) * 4;
+                if (data[i + 3] > 200) { n++; shades.add(data[i] + "," + data[i + 1] + "," + data[i + 2]); }
+            }
+            heights.push(n);
+        }
+        return { heights, height: canvas.height, shades: shades.size };
+    }""")
+
+
+def test_waveforms_show_how_loud_a_sound_is(page, server):
+    page.goto("/?q=a+tone&modality=audio")
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    tone = _wave_heights(page, "tone0.wav")  # a steady tone at 37% of full scale
+    inner = tone["heights"][4:-4]
+    assert max(inner) < 0.6 * tone["height"], "a steady tone at a third of full scale fills the picture"
+    assert min(inner) > 0.2 * tone["height"] and max(inner) - min(inner) <= 4  # an even band, drawn everywhere
+    assert tone["shades"] >= 2  # peaks and the RMS body in two shades
+    fade = _wave_heights(page, "fade.wav")  # loud (0.8), then ten times quieter
+    half = len(fade["heights"]) // 2
+    loud, quiet = np.median(fade["heights"][4:half - 4]), np.median(fade["heights"][half + 4:-4])
+    assert loud > 0.6 * fade["height"] and quiet < loud / 3
+    shot(page, "12-waveforms")
+
+
+def test_detail_view_shows_units_and_local_times(tokyo_page, server):
+    page = tokyo_page
+    item = _api(server, f"/api/items/{_item_named(server, 'q=a+tone&modality=audio', 'tone0.wav')['id']}")
+    indexed = dt.datetime.fromisoformat(item["metadata"]["indexed_at"])
+    assert indexed.utcoffset() == dt.timedelta(0), item["metadata"]["indexed_at"]  # the API says UTC
+    page.goto("/?q=a+tone&modality=audio")
+    page.locator("#results .card.audio", has=page.locator(".name", has_text="tone0.wav")).locator(
+        "button.details").click()
+    meta = page.locator("dialog#detail table.meta")
+    row = lambda key: meta.locator(f'tr[data-key="{key}"] td')
+    expect(row("size")).to_have_text("32.0 KB")  # 32,044 bytes
+    expect(row("duration")).to_have_text("0:01.0")
+    expect(row("sample_rate")).to_have_text("16 kHz")
+    expect(row("channels")).to_have_text("mono")
+    in_tokyo = indexed.astimezone(dt.timezone(dt.timedelta(hours=9)))  # the reader's clock, not UTC's
+    shown = row("indexed_at").inner_text()
+    assert f"{in_tokyo:%H:%M}" in shown and str(in_tokyo.year) in shown and str(in_tokyo.day) in shown, shown
+    assert not re.search(r"\d{4}-\d\d-\d\dT", meta.inner_text())  # no raw ISO timestamps
+    shot(page, "13-detail-units")
+
+
+def test_late_fusion_shows_ranks_not_tiny_sums(page, server):
+    page.goto("/?q=sea+-red&fusion=rrf&k=8")
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    for fusion in ("rrf", "relative", "dbsf"):
+        if fusion != "rrf":
+            page.select_option("#fusion", fusion)
+            page.wait_for_url(f"**fusion={fusion}**")
+            expect(page.locator('#status[data-state="done"]')).to_be_visible()
+        scores = page.locator("#results .card .score").all_inner_texts()
+        assert scores and all(re.fullmatch(r"#\d+", s) for s in scores), (fusion, scores)
+        ranks = [int(s[1:]) for s in scores]
+        assert ranks[0] == 1 and ranks == sorted(ranks) and ranks[-1] <= len(ranks), (fusion, ranks)
+        expect(page.locator("#results .card .score").first).to_have_attribute(
+            "title", re.compile(f"rank 1 after {fusion} fusion"))
+    shot(page, "14-late-fusion-ranks")
+
+
+def test_a_like_chip_names_its_item(page, server):
+    green = _item_named(server, "q=green", "green.png")
+    page.goto(f"/?like={green['id']}")  # as a shared or reloaded link, not by clicking "More like this"
+    chip = page.locator('.qchip[data-kind="like"]')
+    expect(chip).to_have_text(re.compile(r"like: green\.png"))
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    assert "#" not in chip.inner_text()
+
+
+def test_the_page_says_how_many_items_the_library_holds(page, server):
+    stats = _api(server, "/api/stats")
+    page.goto("/")
+    expect(page.locator("#library")).to_contain_text(f"{stats['items']} items")
+    expect(page.locator("#library")).to_contain_text(f"{stats['by_modality']['audio']} sounds")
+    expect(page.locator("#empty-library")).to_be_hidden()
+    page.fill("#q", "apple")
+    page.keyboard.press("Enter")
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    expect(page.locator("#library")).to_be_visible()  # still there beside the results
+    expect(page.locator("#library")).to_contain_text(f"{stats['items']} items")
+
+
+def test_an_empty_library_says_how_to_fill_it(empty_page, empty_server):
+    page = empty_page
+    page.goto("/")
+    expect(page.locator("#library")).to_have_text("0 items")
+    expect(page.locator("#empty-library")).to_be_visible()
+    expect(page.locator("#empty-library")).to_contain_text("Nothing indexed yet: run mmsearch index PATH")
+    shot(page, "15-empty-library")
+    page.fill("#q", "apple")
+    page.keyboard.press("Enter")
+    expect(page.locator("#status.empty")).to_have_text("Nothing indexed yet: run `mmsearch index PATH`.")
+
+
+CSP_LISTENER = """document.addEventListener("securitypolicyviolation",
+    (e) => (window.__csp = window.__csp || []).push(e.violatedDirective + " " + e.blockedURI));"""
+
+
+def test_the_page_works_under_its_csp_without_a_violation(browser, server):
+    """Search by words, a picked picture (a blob: preview) and a microphone recording, open a detail and
+    play a sound under the page's Content-Security-Policy: no CSP error in the console, no violation event."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server["url"])
+    context.grant_permissions(["microphone"], origin=server["url"])
+    context.add_init_script(CSP_LISTENER)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    console = []
+    page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda exc: console.append(str(exc)))
+    try:
+        response = page.goto("/?q=red&modality=image")
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+        expect(cards(page).first).to_be_visible()
+        page.wait_for_function("""() => [...document.querySelectorAll('.card.image img.thumb')]
+                                  .every((img) => img.complete && img.naturalWidth > 0)""")
+        page.set_input_files("#file-input", str(server["root"] / "green.png"))
+        page.wait_for_function("""() => { const img = document.querySelector('.qchip img');
+                                          return img && img.src.startsWith('blob:') && img.naturalWidth > 0; }""")
+        expect(cards(page).first.locator(".name")).to_have_text("green.png")
+        cards(page).first.locator("button.details").click()
+        expect(page.locator("dialog#detail img").first).to_be_visible()
+        page.keyboard.press("Escape")
+        page.goto("/?q=a+tone&modality=audio")
+        page.locator("#results .card.audio .wave").first.click()
+        page.wait_for_function("""() => { const a = document.querySelector('.card.audio audio');
+                                          return a && !a.paused && a.currentTime > 0; }""")
+        page.click("#mic")
+        expect(page.locator("#mic")).to_have_attribute("aria-pressed", "true")
+        page.wait_for_timeout(1000)
+        page.click("#mic")
+        expect(page.locator('.qchip[data-kind="audio"]')).to_contain_text("recording")
+        expect(page.locator("#status")).to_contain_text("results")
+        assert page.evaluate("window.__csp || []") == []
+        assert not [m for m in console if "Content Security Policy" in m], console
+        # the watch itself works: an inline style attribute is refused and reported
+        page.evaluate("document.body.setAttribute('style', 'color: red')")
+        page.wait_for_function("() => (window.__csp || []).length > 0")
+        assert any("style-src" in v for v in page.evaluate("window.__csp"))
+    finally:
+        context.close()

@@ -52,7 +52,7 @@ def test_interrupted_index_resumes_consistently(tmp_path, data_dir, sig):
     resumed = run_cli(env, "index", str(media), "--json")
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads(resumed.stdout)
-    assert report["added"] + report["unchanged"] == FILES and report["failed"] == 0
+    assert report["added"] + report["unchanged"] == FILES and report["failed"] == 0, report
     assert report["unchanged"] >= seen - 2  # only the batch in flight may be redone
     assert run_cli(env, "verify").returncode == 0
     with sqlite3.connect(db) as conn:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from indexer.decode import DecodeError, content_hash, decode, decode_audio, decode_image, decode_text, probe_audio
+from mmsearch.indexer.decode import DecodeError, content_hash, decode, decode_audio, decode_image, decode_text, probe_audio
 
 from .media import codec as encoder, encode
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from encoders.loading import load_clip_encoder, resolve_spec
+from mmsearch.encoders.loading import load_clip_encoder, resolve_spec
 from mmsearch.errors import ModelLoadError
 from mmsearch.library import Library
 from mmsearch.settings import load_settings
@@ -111,7 +111,7 @@ def test_fidelity_vit_b_32_from_a_checkpoint_file(tmp_path):
     for name, vector in reference.items():
         assert stored[name].shape == (512,)
         assert np.abs(stored[name] - vector).max() <= 1e-4, name
-    identity = Library(settings).stored_model()
+    identity = Library(settings).models.stored()
     assert identity["name"] == "ViT-B-32" and identity["checksum"].startswith("sha256:")
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from mmsearch.errors import MMSearchError
 from mmsearch.library import Library
-from search import fusion
-from search.request import Filters, QueryPart, SearchRequest
-from search.syntax import parse_query
+from mmsearch.search import fusion
+from mmsearch.search.request import Filters, QueryPart, SearchRequest
+from mmsearch.search.syntax import parse_query
 
 from .media import picture
 

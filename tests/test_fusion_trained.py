@@ -17,8 +17,8 @@ import pytest
 
 from mmsearch.library import Library
 from mmsearch.settings import load_settings
-from search.request import QueryPart, SearchRequest
-from search.store import Item
+from mmsearch.search.request import QueryPart, SearchRequest
+from mmsearch.search.tables import Item
 from sqlalchemy import select
 
 from .shapes import COLOURS, HELD_OUT, SHAPES, picture, train_tiny
@@ -51,7 +51,7 @@ def library(trained, tmp_path_factory) -> tuple[Library, dict[int, tuple[str, st
     lib = Library(settings)
     report = lib.run_index([str(held)])
     assert report.added == len(COLOURS) * len(SHAPES) * PER_CLASS and report.failed == 0, report
-    assert lib.stored_model()["name"] == "tiny" and lib.model_spec().pretrained == str(trained[0])
+    assert lib.models.stored()["name"] == "tiny" and lib.models.spec().pretrained == str(trained[0])
     with lib.store.session() as session:
         truth = {item.id: tuple(Path(item.path).stem.split("_")[:2]) for item in session.scalars(select(Item))}
     assert len(truth) == report.added

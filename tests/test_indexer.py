@@ -298,7 +298,7 @@ def test_read_ahead_keeps_decoded_sound_within_its_budget():
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
-    from indexer.pipeline import _bounded_map
+    from mmsearch.indexer.bounded import bounded_map as _bounded_map
     costs = [100, 100, 100, 10, 10, 10, 10, 300, 10, 100, 0, 0, 0, 0]
     lock = threading.Lock()
     running: dict[int, int] = {}

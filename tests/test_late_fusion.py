@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from mmsearch.errors import MMSearchError
-from search import query as query_module
-from search.query import Searcher
-from search.request import Filters, QueryPart, SearchRequest
-from search.store import CAPTION, CONTENT, FUSED, MODALITY_SPACES, OK, Item, Store, Vector, vector_bytes
-from search.vector_index import IndexState, Partitioned, check, sync
+from mmsearch.search import query as query_module
+from mmsearch.search.query import Searcher
+from mmsearch.search.request import Filters, QueryPart, SearchRequest
+from mmsearch.modalities import MODALITIES
+from mmsearch.search.store import Store
+from mmsearch.search.tables import CAPTION, CONTENT, FUSED, OK, Item, Vector, vector_bytes
+from mmsearch.search.vector_index import IndexState, Partitioned, check, sync
 
 DIM = 8
 KEY = "test/enc"
@@ -49,11 +51,10 @@ def state(space: str, weights: dict[str, float], factory: str = "Flat") -> Index
     return IndexState(0, KEY, DIM, factory, json.dumps(weights, sort_keys=True), space)
 
 
-def searcher(store: Store, late: str = "modality", weights: dict[str, float] | None = None,
-             factory: str = "Flat") -> Searcher:
+def searcher(store: Store, weights: dict[str, float] | None = None, factory: str = "Flat") -> Searcher:
     weights = weights or {"image": 1.0, "audio": 1.0, "text": 1.0}
-    parts = {space: sync(None, store, state(space, weights, factory))[0] for space in MODALITY_SPACES}
-    return Searcher(store, Partitioned(parts, state(FUSED, weights, factory)), late)
+    parts = {space: sync(None, store, state(space, weights, factory))[0] for space in MODALITIES}
+    return Searcher(store, Partitioned(parts, state(FUSED, weights, factory)))
 
 
 def run(searcher_: Searcher, queries: dict[str, np.ndarray], parts: list[tuple[str, float]], **options):
@@ -114,7 +115,7 @@ def gap(store):
 
 def test_per_modality_lists_keep_one_modality_from_crowding_out_the_others(gap):
     store, queries = gap
-    fused = run(searcher(store, late=FUSED), queries, [("q", 1.0)], k=4, fusion="rrf")
+    fused = run(searcher(store), queries, [("q", 1.0)], k=4, fusion="rrf", index=FUSED)
     assert fused.index == FUSED and [h.id for h in fused.results] == [1, 2, 3, 4]  # notes first: one list
     split = run(searcher(store), queries, [("q", 1.0)], k=6, fusion="rrf")
     # Two lists, each ranked on its own: note 1 and picture 4 are both first, 1/61 each; a tie goes to the
@@ -192,21 +193,22 @@ def test_a_negative_part_reaches_candidates_beyond_its_own_list(deep, late, fact
         def no_range_search(*args, **kwargs):
             raise RuntimeError("range search not implemented")
         monkeypatch.setattr(faiss.IndexIDMap2, "range_search", no_range_search)
-    rrf = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="rrf",
-              explain=True)
+    rrf = run(searcher(store, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="rrf",
+              explain=True, index=late)
     # Global ranks in n's full ranking: 1 → 10th, 2 → 6th, 3 → 1st.
     assert [(h.id, h.score) for h in rrf.results] == [(1, pytest.approx(1 / 61 - 1 / 70)),
                                                       (2, pytest.approx(1 / 62 - 1 / 66))]
     assert [p["rank"] for p in rrf.results[1].parts] == [2, 6]
     assert [p["rank"] for p in rrf.results[0].parts] == [1, 10]
     # Relative: p's list spans 0.5–0.6; n's scores span the candidates' lowest (0.05) to the global best (0.65).
-    relative = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2,
-                   fusion="relative")
+    relative = run(searcher(store, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2,
+                   fusion="relative", index=late)
     assert [(h.id, h.score) for h in relative.results] == [
         (1, pytest.approx(1.0 - 0.0, abs=1e-5)), (2, pytest.approx(0.5 - 0.35 / 0.6, abs=1e-5))]
     # DBSF: p's list 0.6/0.55/0.5 has μ 0.55, σ 0.05 → 0.4..0.7. n's list is everything down to the lowest
     # candidate, all ten: μ 0.41, sample σ √(0.294 / 9) ≈ 0.18074 → 0.41 ± 0.54222.
-    dbsf = run(searcher(store, late, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="dbsf")
+    dbsf = run(searcher(store, factory=factory), queries, [("p", 1.0), ("n", -1.0)], k=2, fusion="dbsf",
+               index=late)
     sigma = (0.294 / 9) ** 0.5
     assert [(h.id, h.score) for h in dbsf.results] == [
         (1, pytest.approx(0.2 / 0.3 - (0.05 - 0.41 + 3 * sigma) / (6 * sigma), abs=1e-5)),
@@ -231,7 +233,7 @@ def test_a_modality_too_small_for_the_index_type_is_searched_exactly(data_dir, c
                                      "nprobe": 4}, env={}))
     library.run_index([str(root)])
     stats = library.stats()["index"]
-    assert stats["type"] == "IVF4,Flat" and stats["ntotal"] == sum(expected[m] for m in MODALITY_SPACES)
+    assert stats["type"] == "IVF4,Flat" and stats["ntotal"] == sum(expected[m] for m in MODALITIES)
     assert stats["by_modality"] == {"image": {"ntotal": expected["image"], "type": "IVF4,Flat"},
                                     "audio": {"ntotal": expected["audio"], "type": "Flat"},
                                     "text": {"ntotal": expected["text"], "type": "Flat"}}

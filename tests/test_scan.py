@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from indexer.scan import FileEntry, absolute_roots, modality_of, scan, under
+from mmsearch.indexer.scan import FileEntry, absolute_roots, scan, under
+from mmsearch.modalities import modality_of
 
 
 def touch(path, data=b"x"):

@@ -7,9 +7,10 @@ import fnmatch
 import numpy as np
 import pytest
 
-from search.request import Filters
-from search.store import CONTENT, OK, Item, Store, Vector, vector_bytes
-from search.vector_index import FaissIndex, IndexState, Partitioned, check, sync
+from mmsearch.search.request import Filters
+from mmsearch.search.store import Store
+from mmsearch.search.tables import CONTENT, OK, Item, Vector, vector_bytes
+from mmsearch.search.vector_index import FaissIndex, IndexState, Partitioned, check, sync
 
 DIM = 8
 KEY = "test/enc"

@@ -5,7 +5,6 @@ URL segment, field or query text reaches the file system.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import mimetypes
 import os
@@ -17,16 +16,18 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 from werkzeug.utils import secure_filename
 
-from indexer.scan import modality_of
+from mmsearch.modalities import MEDIA, modality_of
 from mmsearch.errors import MMSearchError
-from search.request import MAX_K, Filters, QueryPart, SearchRequest
+from mmsearch.search import parse
+from mmsearch.search.request import Limits, QueryPart, SearchRequest
+from mmsearch.search.results import item_document, response_document
 
-from . import media, parse, shared
+from . import media, shared
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-SNIPPET_CHARS = 240
 UPLOAD_DIR = "uploads"
+MAX_NAME = 100  # characters of an uploaded file's own name kept in the stored one
 
 
 class ApiError(MMSearchError):
@@ -40,35 +41,15 @@ def not_found(message: str) -> ApiError:
 
 
 # --- shapes ---------------------------------------------------------------------------------------
-def _metadata(item) -> dict[str, Any]:
-    out = {key: getattr(item, key) for key in ("mime", "size", "width", "height", "duration", "sample_rate",
-                                               "channels", "status")}
-    out["modified"] = dt.datetime.fromtimestamp(item.mtime_ns / 1e9, dt.timezone.utc).isoformat()
-    out["taken_at"] = item.taken_at.isoformat() if item.taken_at else None
-    out["indexed_at"] = item.indexed_at.isoformat() if item.indexed_at else None
-    if item.error:
-        out["error"] = item.error
-    return {k: v for k, v in out.items() if v is not None}
+def _links(item) -> dict[str, Any]:
+    """The URLs a result or an item document carries in the web API (search.results makes the rest).
+    Item metadata (sizes, durations, timestamps with their time zone) is search.results.metadata."""
+    return {"media_url": url_for("api.item_media", item_id=item.id),
+            "thumbnail_url": (url_for("api.item_thumbnail", item_id=item.id) if item.modality in MEDIA else None)}
 
 
-def item_json(item, score: float | None = None, parts: list | None = None, full: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": item.id, "path": item.path, "modality": item.modality}
-    if score is not None:
-        out["score"] = score
-    out["media_url"] = url_for("api.item_media", item_id=item.id)
-    out["thumbnail_url"] = (url_for("api.item_thumbnail", item_id=item.id)
-                            if item.modality in ("image", "audio") else None)
-    out["name"] = os.path.basename(item.path)
-    if item.caption:
-        out["caption"] = item.caption
-    if item.text:
-        out["snippet"] = item.text[:SNIPPET_CHARS] + ("…" if len(item.text) > SNIPPET_CHARS else "")
-        if full:
-            out["text"] = item.text
-    out["metadata"] = _metadata(item)
-    if parts is not None:
-        out["parts"] = parts
-    return out
+def item_json(item, full: bool = False) -> dict[str, Any]:
+    return item_document(item, full=full, links=_links)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -89,18 +70,40 @@ def _run(search_request: SearchRequest) -> dict[str, Any]:
             missing = [i for i in items if i not in found]
             if missing:
                 raise not_found(f"no item with id {missing[0]}")
-        response = library.searcher().search(search_request, lambda part: state.embed(part.kind, part.value))
-    document: dict[str, Any] = {
-        "results": [item_json(hit.item, hit.score, hit.parts) for hit in response.results],
-        "took_ms": round(response.took_ms, 3),
-        "fusion": search_request.fusion,
-        "index": response.index,
-    }
-    if response.next_offset is not None:
-        document["next"] = response.next_offset
-    if search_request.explain:
-        document["parts"] = response.parts
-    return document
+        response = library.search(search_request, state.embed)
+    return response_document(response, search_request, _links)
+
+
+def _build(options: dict[str, Any], files: list[QueryPart] | tuple = ()) -> SearchRequest:
+    return parse.build(options, files, limits=Limits.of(current_app.config["MMSEARCH"]))
+
+
+def _json_body() -> Any:
+    """The request's JSON, its nesting checked before it is parsed (json's parser recurses: a body of
+    100,000 '[' would end in a RecursionError, a 500)."""
+    data = request.get_data(cache=True)
+    limit = current_app.config["MMSEARCH"].json_max_depth
+    if _depth(data) > limit:
+        raise parse.BadRequest(f"the JSON body is nested deeper than {limit} levels (setting json_max_depth)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise parse.BadRequest("the body is not valid JSON")
+    return body
+
+
+def _depth(data: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text, brackets inside strings not counted."""
+    deepest = depth = 0
+    for token in _JSON_TOKENS.finditer(data):
+        if token.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token.group() in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def _form_options() -> dict[str, Any]:
@@ -118,11 +121,11 @@ def _form_options() -> dict[str, Any]:
     return options
 
 
-def _query_files() -> dict[str, bytes]:
+def _query_files() -> list[QueryPart]:
     unknown = set(request.files) - {"image", "audio"}
     if unknown:
         raise parse.BadRequest(f"unknown file field(s): {', '.join(sorted(unknown))[:200]}; use image or audio")
-    out: dict[str, bytes] = {}
+    out: list[QueryPart] = []
     for kind in ("image", "audio"):
         upload = request.files.get(kind)
         if upload is None:
@@ -130,8 +133,14 @@ def _query_files() -> dict[str, bytes]:
         data = upload.read()
         if not data:
             raise parse.BadRequest(f"the {kind} file is empty")
-        out[kind] = data
+        out.append(QueryPart(kind, data, 1.0, kind))
     return out
+
+
+def _args() -> dict[str, Any]:
+    """A query string as builder options: the last value of each key, every value of modality."""
+    return {key: request.args.getlist(key) if key == "modality" else request.args.getlist(key)[-1]
+            for key in request.args}
 
 
 def _admin() -> None:
@@ -158,27 +167,22 @@ def stats():
 
 @bp.get("/search")
 def search_get():
-    options: dict[str, Any] = {}
-    for key in request.args:
-        values = request.args.getlist(key)
-        options[key] = values if key == "modality" else values[-1]
+    options = _args()
     if "filters" in options:
         raise parse.BadRequest("filters are flat query parameters in GET /api/search (path_prefix=...)")
-    return jsonify(_run(parse.build(options)))
+    return jsonify(_run(_build(options)))
 
 
 @bp.post("/search")
 def search_post():
     if request.is_json:
-        body = request.get_json(silent=True)
-        if body is None:
-            raise parse.BadRequest("the body is not valid JSON")
+        body = _json_body()
         if not isinstance(body, dict):
             raise parse.BadRequest("the body must be a JSON object")
-        return jsonify(_run(parse.build(body)))
+        return jsonify(_run(_build(body)))
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         files = _query_files()
-        return jsonify(_run(parse.build(_form_options(), files)))
+        return jsonify(_run(_build(_form_options(), files)))
     raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
 
 
@@ -190,20 +194,12 @@ def item_detail(item_id: str):
 @bp.get("/items/<item_id>/similar")
 def item_similar(item_id: str):
     item = _item(item_id)
-    args = request.args
-    unknown = set(args) - {"k", "modality", "offset", "exclude_self", "explain"}
+    unknown = set(request.args) - {"k", "modality", "offset", "exclude_self", "explain"}
     if unknown:
         raise parse.BadRequest(f"unknown parameter(s): {', '.join(sorted(unknown))[:200]}")
-    k = parse._int("k", args["k"], 1, MAX_K) if args.get("k") else 10
-    offset = parse._int("offset", args["offset"], 0, 1_000_000) if args.get("offset") else 0
-    exclude = parse._bool("exclude_self", args["exclude_self"]) if "exclude_self" in args else True
-    explain = parse._bool("explain", args["explain"]) if "explain" in args else False
-    modalities = parse.modalities(args.getlist("modality") or None)
     if item.status != "ok":
         raise ApiError(409, "no_vector", f"item {item.id} has no vector yet (status {item.status})")
-    return jsonify(_run(SearchRequest([QueryPart("item", item.id)], k=k, offset=offset,
-                                      filters=Filters(modalities=modalities), exclude_self=exclude,
-                                      explain=explain)))
+    return jsonify(_run(_build({"exclude_self": True, **_args(), "like": item.id})))
 
 
 def _servable(item) -> str:
@@ -221,10 +217,14 @@ def item_media(item_id: str):
     mime = item.mime or mimetypes.guess_type(path)[0] or "application/octet-stream"
     if item.modality == "text":
         mime = "text/plain"  # never let a note be rendered as HTML
-    response = send_file(path, mimetype=mime, conditional=True, etag=True, max_age=300,
-                         download_name=os.path.basename(path))
+    # the file's own name, made a valid header: control characters (a newline) become "_", bytes that are
+    # not UTF-8 become U+FFFD; Werkzeug then sends non-ASCII names as RFC 5987 filename*=UTF-8''...
+    name = os.fsencode(os.path.basename(path)).decode("utf-8", "replace")
+    name = re.sub(r"[\x00-\x1f\x7f-\x9f]", "_", name)
+    response = send_file(path, mimetype=mime, conditional=True, etag=True, max_age=300, download_name=name)
     response.headers["Accept-Ranges"] = "bytes"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; media-src 'self'; sandbox"
+    response.headers["Content-Security-Policy"] = ("default-src 'none'; img-src 'self'; media-src 'self'; sandbox; "
+                                                   "frame-ancestors 'none'")
     return response
 
 
@@ -234,7 +234,7 @@ def item_thumbnail(item_id: str):
     _servable(item)
     settings = current_app.config["MMSEARCH"]
     try:
-        path, mime = media.picture(item, settings.data_path, settings.thumbnail_size, settings.max_image_pixels)
+        path, mime = media.picture(item, settings)
     except media.NoPicture as exc:
         raise not_found(str(exc)) from None
     return send_file(path, mimetype=mime, conditional=True, max_age=86400)
@@ -250,6 +250,8 @@ def item_upload():
     if unknown or upload is None:
         raise parse.BadRequest("upload one file in the multipart field 'file'")
     name = re.sub(r"\.{2,}", ".", secure_filename(upload.filename or "")).lstrip(".")
+    stem, ext = os.path.splitext(name)
+    name = stem[:MAX_NAME] + ext[:16]  # file systems stop at 255 bytes; secure_filename leaves ASCII only
     modality = modality_of(name) if name else None
     if modality is None:
         raise ApiError(415, "unsupported_media_type",

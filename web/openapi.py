@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from mmsearch import __version__
+from mmsearch.modalities import MODALITIES
+from mmsearch.search.request import FUSIONS, INDEXES
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -22,10 +24,10 @@ def document(server: str = "") -> dict[str, Any]:
     search_options = {
         "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
         "offset": {"type": "integer", "minimum": 0, "default": 0},
-        "modality": {"type": "array", "items": {"enum": ["image", "audio", "text"]}},
-        "fusion": {"enum": ["early", "rrf", "relative", "dbsf"], "default": "early"},
+        "modality": {"type": "array", "items": {"enum": list(MODALITIES)}},
+        "fusion": {"enum": list(FUSIONS), "default": "early"},
         "rrf_k": {"type": "integer", "minimum": 1, "default": 60},
-        "index": {"enum": ["fused", "modality"], "default": "modality",
+        "index": {"enum": list(INDEXES), "default": "modality",
                   "description": "Late fusion: rank each part within each modality's part of the index "
                                  "(modality), or over the whole index at once (fused). Early fusion: fused."},
         "explain": {"type": "boolean", "default": False},
@@ -67,7 +69,7 @@ def document(server: str = "") -> dict[str, Any]:
                 "Item": {"type": "object", "required": ["id", "path", "modality", "media_url", "metadata"],
                          "properties": {
                              "id": {"type": "integer"}, "path": {"type": "string"},
-                             "modality": {"enum": ["image", "audio", "text"]}, "score": {"type": "number"},
+                             "modality": {"enum": list(MODALITIES)}, "score": {"type": "number"},
                              "media_url": {"type": "string"}, "thumbnail_url": {"type": ["string", "null"]},
                              "caption": {"type": "string"}, "snippet": {"type": "string"},
                              "text": {"type": "string"}, "metadata": {"type": "object"},

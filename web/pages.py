@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
 
-from search.request import MAX_K
+from mmsearch.search.request import MAX_K
 
 bp = Blueprint("pages", __name__)
 

@@ -88,10 +88,10 @@ class Shared:
             return
         self._last_check = now
         library = self.library()
-        if library.index_is_current():
+        if library.cache.is_current():
             return
         with self.rw.write():
-            if not library.index_is_current():
+            if not library.cache.is_current():
                 library.index(refresh=True)
                 self.refreshes += 1
 

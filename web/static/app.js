@@ -5,12 +5,12 @@
   const form = $("#search-form"), input = $("#q"), statusBox = $("#status"), grid = $("#results");
   const moreButton = $("#more"), chipsBox = $("#query-chips"), kInput = $("#k"), fusionSelect = $("#fusion");
   const fileInput = $("#file-input"), micButton = $("#mic"), overlay = $("#drop-overlay"), intro = $("#intro");
-  const dialog = $("#detail"), template = $("#card-template");
+  const dialog = $("#detail"), template = $("#card-template"), libraryBox = $("#library"), fmt = window.mmFormat;
   const AUDIO_EXT = /\.(wav|flac|ogg|oga|mp3|m4a|opus|mp4|m4v|mov|webm|avi)$/i;
 
   // What is being searched for: words, an item (like), and/or a file (image or sound).
   const state = { q: "", like: null, likeName: "", file: null, fileKind: null, offset: 0 };
-  let inFlight = null;
+  let inFlight = null, rankOf = null, libraryItems = null;
 
   // --- status -------------------------------------------------------------------------------------
   function setStatus(kind, text) {
@@ -98,6 +98,27 @@
     kInput.value = params.get("k") || "24";
     fusionSelect.value = params.get("fusion") || "early";
     renderChips();
+    if (state.like) nameLike(state.like);
+  }
+  async function nameLike(id) {  // a like: from the URL names its item once the API says what it is
+    try {
+      const response = await fetch(`/api/items/${encodeURIComponent(id)}`);
+      const item = response.ok ? await response.json() : null;
+      if (item && item.name && state.like === id && !state.likeName) { state.likeName = item.name; renderChips(); }
+    } catch (err) { /* the search itself says what is wrong with the id */ }
+  }
+
+  // --- library size: always shown; an empty library says how to fill it ---------------------------
+  async function showLibrary() {
+    try {
+      const response = await fetch("/api/stats");
+      const stats = await response.json();
+      if (!response.ok) throw new Error(stats.error ? stats.error.message : `HTTP ${response.status}`);
+      libraryItems = stats.items || 0;
+      libraryBox.textContent = fmt.library(stats);
+      libraryBox.dataset.items = libraryItems;
+      $("#empty-library").hidden = libraryItems > 0;
+    } catch (err) { libraryBox.textContent = "library size unknown: " + err.message; }
   }
 
   // --- search ---------------------------------------------------------------------------------------
@@ -109,7 +130,7 @@
     toURL(push && !append);
     intro.hidden = true;
     setStatus("loading", append ? "Loading more…" : "Searching…");
-    if (!append) { grid.replaceChildren(); moreButton.hidden = true; }
+    if (!append) { grid.replaceChildren(); moreButton.hidden = true; rankOf = fmt.ranker(); }
     $("#go").disabled = true;
     if (inFlight) inFlight.abort();
     const controller = new AbortController(); inFlight = controller;
@@ -145,12 +166,16 @@
         }
         throw new Error(message);
       }
-      data.results.forEach((r) => grid.append(card(r)));
+      const late = data.fusion && data.fusion !== "early";
+      data.results.forEach((r) => grid.append(card(r, late ? rankOf(r.score) : null, data.fusion)));
       state.offset = data.next || 0;
       moreButton.hidden = !data.next;
       const total = grid.children.length;
       const ms = Math.round(performance.now() - started);
-      if (!total) setStatus("empty", "No results. Try other words, another file, or fewer filters.");
+      if (total) showLibrary();
+      else { await showLibrary(); if (controller.signal.aborted) return; }  // an empty library says so
+      if (!total && libraryItems === 0) setStatus("empty", "Nothing indexed yet: run `mmsearch index PATH`.");
+      else if (!total) setStatus("empty", "No results. Try other words, another file, or fewer filters.");
       else setStatus("done", `${total} result${total === 1 ? "" : "s"} in ${ms} ms`);
     } catch (err) {
       if (err.name === "AbortError") return;
@@ -164,7 +189,7 @@
   form.addEventListener("submit", (e) => { e.preventDefault(); search(); });
 
   // --- results --------------------------------------------------------------------------------------
-  function card(r) {
+  function card(r, rank, fusion) {
     const node = template.content.firstElementChild.cloneNode(true);
     node.classList.add(r.modality);
     node.dataset.id = r.id;
@@ -178,7 +203,9 @@
       const wave = el("div", "wave"), picture = el("img"), played = el("div", "played");
       picture.alt = "waveform of " + r.name; picture.src = r.thumbnail_url;
       wave.append(picture, played);
-      const audio = el("audio"); audio.controls = true; audio.preload = "none"; audio.src = r.media_url;
+      const length = fmt.duration(r.metadata && r.metadata.duration);
+      if (length) wave.append(el("span", "length", length));  // the stored duration, before any byte loads
+      const audio = el("audio"); audio.controls = true; audio.preload = "metadata"; audio.src = r.media_url;
       audio.addEventListener("timeupdate", () => {
         if (audio.duration) played.style.width = (100 * audio.currentTime / audio.duration) + "%";
       });
@@ -195,9 +222,11 @@
     const badge = el("span", "badge", r.modality); visual.append(badge);
     node.querySelector(".name").textContent = r.name;
     node.querySelector(".name").title = r.path;
-    // late fusion scores are small sums (RRF: 1/61 at best): keep their digits
-    node.querySelector(".score").textContent = typeof r.score !== "number" ? ""
-      : Math.abs(r.score) >= 0.01 || r.score === 0 ? r.score.toFixed(3) : r.score.toPrecision(2);
+    const score = node.querySelector(".score");
+    if (rank) {  // late fusion: the place in the fused list; the raw sum is in the tooltip
+      score.textContent = "#" + rank; score.dataset.rank = rank;
+      score.title = `rank ${rank} after ${fusion} fusion (fused score ${Number(r.score).toPrecision(3)})`;
+    } else if (typeof r.score === "number") score.textContent = r.score.toFixed(3);
     if (r.caption) node.querySelector(".info").after(el("div", "caption", r.caption));
     const why = explain(r);
     if (why) node.querySelector(".actions").before(el("div", "why", why));
@@ -253,61 +282,25 @@
     $("#detail-open").href = item.media_url;
     $("#detail-like").onclick = () => moreLike(item.id, item.name);
     const table = $("#detail-meta"); table.replaceChildren();
-    const rows = [["id", item.id], ["path", item.path], ["modality", item.modality]];
-    if (item.caption) rows.push(["caption", item.caption]);
-    Object.entries(item.metadata || {}).forEach(([key, value]) => rows.push([key, value]));
-    rows.forEach(([key, value]) => {
-      const tr = el("tr"); tr.append(el("th", "", key), el("td", "", String(value))); table.append(tr);
+    const rows = [["id", "id", item.id], ["path", "path", item.path], ["modality", "modality", item.modality]];
+    if (item.caption) rows.push(["caption", "caption", item.caption]);
+    rows.push(...fmt.metadataRows(item.metadata || {}));
+    rows.forEach(([key, label, text, title]) => {
+      const tr = el("tr"), td = el("td", "", String(text));
+      tr.dataset.key = key;
+      if (title) td.title = title;
+      tr.append(el("th", "", label), td); table.append(tr);
     });
     if (!dialog.open) dialog.showModal();
   }
 
-  // --- files: picker, drag and drop, paste, microphone ------------------------------------------------
-  fileInput.addEventListener("change", () => { useFile(fileInput.files[0]); fileInput.value = ""; });
-
-  let dragDepth = 0;
-  const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
-  window.addEventListener("dragenter", (e) => { if (hasFiles(e)) { dragDepth++; overlay.hidden = false; } });
-  window.addEventListener("dragleave", () => { dragDepth = Math.max(0, dragDepth - 1); if (!dragDepth) overlay.hidden = true; });
-  window.addEventListener("dragover", (e) => { if (hasFiles(e)) e.preventDefault(); });
-  window.addEventListener("drop", (e) => {
-    e.preventDefault(); dragDepth = 0; overlay.hidden = true;
-    if (e.dataTransfer && e.dataTransfer.files.length) useFile(e.dataTransfer.files[0]);
-  });
-
-  window.addEventListener("paste", (e) => {
-    const files = [...((e.clipboardData && e.clipboardData.files) || [])];
-    const image = files.find((f) => f.type.startsWith("image/"));
-    if (image) { e.preventDefault(); useFile(new File([image], image.name || "pasted.png", { type: image.type })); }
-  });
-
-  let recorder = null;
-  micButton.addEventListener("click", async () => {
-    if (recorder && recorder.state === "recording") { recorder.stop(); return; }
-    if (!navigator.mediaDevices || !window.MediaRecorder) {
-      setStatus("error", "This browser cannot record sound here (it needs https or localhost)."); return;
-    }
-    let stream;
-    try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); }
-    catch (err) { setStatus("error", "Microphone unavailable: " + err.message); return; }
-    const chunks = [];
-    recorder = new MediaRecorder(stream);
-    recorder.addEventListener("dataavailable", (e) => { if (e.data.size) chunks.push(e.data); });
-    recorder.addEventListener("stop", () => {
-      stream.getTracks().forEach((t) => t.stop());
-      micButton.setAttribute("aria-pressed", "false");
-      const type = recorder.mimeType || "audio/webm";
-      const ext = type.includes("ogg") ? "ogg" : type.includes("mp4") ? "m4a" : "webm";
-      useFile(new File(chunks, `recording.${ext}`, { type }));
-    });
-    recorder.start();
-    micButton.setAttribute("aria-pressed", "true");
-    setStatus("loading", "Recording… click the microphone again to stop and search.");
-  });
+  // --- files: picker, drag and drop, paste, microphone (inputs.js) -------------------------------------
+  window.mmInputs({ fileInput, micButton, overlay, useFile, setStatus });
 
   // --- start ----------------------------------------------------------------------------------------
   window.addEventListener("popstate", () => { fromURL(); if (hasQuery()) search(false, false); });
   fromURL();
+  showLibrary();
   if (hasQuery()) search(false, false); else input.focus();
   window.mmsearch = { search, state };
 })();

@@ -1,19 +1,23 @@
-"""JSON bodies, form fields and query strings → search.request.SearchRequest, with 400s for bad input.
+"""The one request builder: options from a JSON body, a form, a query string or the CLI's flags →
+search.request.SearchRequest, with a one-line MMSearchError (a 400 in the API) for bad input.
 
-The search text goes through the query syntax with ``allow_files=False``: a path in a query is
-searched as words, never read. Image and sound parts arrive as uploaded files (multipart) or as
-base64 strings (JSON); nothing here opens a file by name.
+Only the CLI passes ``allow_files=True``, so a path in its query text is read as an image or a sound;
+for the API a query text is never a path. Image and sound parts arrive as file contents (uploads,
+base64 in JSON, or files the CLI read); nothing here opens a file by name on the API's behalf.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import datetime as dt
-from typing import Any, Mapping
+import re
+from typing import Any, Mapping, Sequence
 
 from mmsearch.errors import MMSearchError
-from search.request import FUSIONS, INDEXES, KINDS, MAX_K, MODALITIES, Filters, QueryPart, SearchRequest
-from search.syntax import parse_query
+from mmsearch.modalities import check
+
+from .request import KINDS, MAX_ID, MAX_K, Filters, Limits, QueryPart, SearchRequest
+from .syntax import parse_query
 
 FILTER_KEYS = ("path_prefix", "path_glob", "date_from", "date_to", "date_field", "min_size", "max_size",
                "has_caption")
@@ -31,11 +35,11 @@ def item_id(raw: Any) -> int:
         raise BadRequest("an item id is a positive integer")
     if isinstance(raw, int):
         value = raw
-    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18:
+    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 19:
         value = int(raw)
     else:
         raise BadRequest(f"an item id is a positive integer, not {str(raw)[:60]!r}")
-    if value <= 0 or value >= 2 ** 63:
+    if value <= 0 or value > MAX_ID:
         raise BadRequest("an item id is a positive integer")
     return value
 
@@ -45,15 +49,16 @@ def _int(name: str, raw: Any, low: int, high: int | None = None) -> int:
         raise BadRequest(f"{name} must be an integer")
     if isinstance(raw, str):
         text = raw.strip()
-        if not (text.lstrip("-").isascii() and text.lstrip("-").isdigit()) or len(text) > 18:
+        if not re.fullmatch(r"-?[0-9]{1,19}", text):
             raise BadRequest(f"{name} must be an integer, not {raw[:40]!r}")
         raw = int(text)
     if isinstance(raw, float) and raw.is_integer():
         raw = int(raw)
     if not isinstance(raw, int):
         raise BadRequest(f"{name} must be an integer")
-    if raw < low or (high is not None and raw > high):
-        raise BadRequest(f"{name} must be an integer from {low}" + (f" to {high}" if high is not None else " up"))
+    high = MAX_ID if high is None else high
+    if raw < low or raw > high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}")
     return raw
 
 
@@ -87,6 +92,10 @@ def _string(name: str, raw: Any, limit: int = 10_000) -> str:
         raise BadRequest(f"{name} is longer than {limit} characters")
     if "\x00" in raw:
         raise BadRequest(f"{name} must not contain NUL characters")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, from JSON's \ud800: no database can store it
+        raise BadRequest(f"{name} must be valid UTF-8 text (no lone surrogates)") from None
     return raw
 
 
@@ -107,9 +116,7 @@ def modalities(raw: Any) -> list[str] | None:
         if not isinstance(value, str):
             raise BadRequest("modality must be a string or a list of strings")
         for piece in value.split(","):
-            piece = piece.strip()
-            if piece not in MODALITIES:
-                raise BadRequest(f"unknown modality {piece[:40]!r}: use image, audio or text")
+            piece = check(piece.strip())
             if piece not in out:
                 out.append(piece)
     return out or None
@@ -173,27 +180,31 @@ def json_part(n: int, raw: Any) -> QueryPart:
     return QueryPart(kind, value, weight, _string(f"{where}.label", label, 200) if label else "")
 
 
-def build(options: Mapping[str, Any], uploads: Mapping[str, bytes] | None = None, k_default: int = 10
-          ) -> SearchRequest:
-    """One SearchRequest from the merged options of a JSON body, a form or a query string."""
+def build(options: Mapping[str, Any], extra: Sequence[QueryPart] = (), allow_files: bool = False,
+          limits: Limits = Limits(), k_default: int = 10) -> SearchRequest:
+    """One SearchRequest from the merged options of a JSON body, a form, a query string or CLI flags;
+    ``extra`` parts come last: uploaded or named files the caller has read, the CLI's --like items."""
     unknown = set(options) - set(OPTION_KEYS)
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}")
     parts: list[QueryPart] = []
     text = options.get("text", options.get("q"))
     if text is not None and text != "":
-        parts += parse_query(_string("text", text), allow_files=False)
+        text = _string("text", text)
+        if len(text) > limits.max_chars:
+            raise BadRequest(f"the query text is {len(text)} characters, at most {limits.max_chars} "
+                             f"(setting query_max_chars)")
+        parts += parse_query(text, allow_files=allow_files)
     if options.get("like") not in (None, ""):
         parts.append(QueryPart("item", item_id(options["like"])))
     raw_parts = options.get("parts")
     if raw_parts is not None:
         if not isinstance(raw_parts, list):
             raise BadRequest("parts must be a list")
-        if len(raw_parts) > 32:
-            raise BadRequest("at most 32 query parts")
+        if len(raw_parts) > limits.max_parts:
+            raise BadRequest(f"at most {limits.max_parts} query parts (setting query_max_parts)")
         parts += [json_part(n, p) for n, p in enumerate(raw_parts)]
-    for kind, data in (uploads or {}).items():
-        parts.append(QueryPart(kind, data, 1.0, kind))
+    parts += list(extra)
     if not parts:
         raise BadRequest("nothing to search for: give text, like, parts or an image/audio file")
     weights = options.get("weights")
@@ -215,23 +226,23 @@ def build(options: Mapping[str, Any], uploads: Mapping[str, bytes] | None = None
             raw_filters[key] = options[key]
     dedupe = options.get("dedupe")
     if dedupe not in (None, "", "hash"):
-        dedupe = _number("dedupe", dedupe)
-    fusion = options.get("fusion") or "early"
-    if fusion not in FUSIONS:
-        raise BadRequest(f"unknown fusion {str(fusion)[:40]!r}: use early, rrf, relative or dbsf")
-    index = options.get("index") or None
-    if index is not None and index not in INDEXES:
-        raise BadRequest(f"unknown index {str(index)[:40]!r}: use fused or modality")
-    return SearchRequest(
+        try:
+            dedupe = _number("dedupe", dedupe)
+        except BadRequest:
+            raise BadRequest(f"dedupe takes 'hash' or a similarity threshold such as 0.95, not {str(dedupe)[:40]!r}"
+                             ) from None
+    request = SearchRequest(
         parts=parts,
         k=_int("k", options["k"], 1, MAX_K) if options.get("k") not in (None, "") else k_default,
         offset=_int("offset", options["offset"], 0, 1_000_000) if options.get("offset") not in (None, "") else 0,
         filters=filters(raw_filters, mods),
-        fusion=fusion,
+        fusion=_string("fusion", options.get("fusion") or "early", 40),
         rrf_k=_int("rrf_k", options["rrf_k"], 1, 100_000) if options.get("rrf_k") not in (None, "") else 60,
         explain=_bool("explain", options["explain"]) if options.get("explain") is not None else False,
         exclude_self=_bool("exclude_self", options["exclude_self"]) if options.get("exclude_self") is not None
         else False,
         dedupe=dedupe or None,
-        index=index,
+        index=_string("index", options["index"], 40) if options.get("index") else None,
     )
+    limits.check(request)
+    return request

@@ -1,0 +1,29 @@
+"""What decoding returns: content plus metadata, or a DecodeError whose message is stored as the reason."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+class DecodeError(Exception):
+    """The file is broken or not what its extension says; the message is stored as the reason."""
+
+
+@dataclass
+class Decoded:
+    meta: dict[str, Any] = field(default_factory=dict)
+    image: Image.Image | None = None
+    text: str | None = None
+    wave: "np.ndarray | None" = None
+
+
+def reason(exc: BaseException) -> str:
+    """One line for a library exception, without file names or errno."""
+    strerror = getattr(exc, "strerror", None)
+    if strerror and type(exc).__module__.startswith("av"):
+        return strerror  # without errno and the '<none>' file name of an in-memory container
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

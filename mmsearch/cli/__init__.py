@@ -1,0 +1,14 @@
+"""mmsearch command line: index a media folder, search it by words, pictures or items, keep it healthy.
+
+Each module registers its commands on the one group in ``app``; ``main`` is the console script.
+"""
+from __future__ import annotations
+
+from . import indexing, migrate, models, searching, serving, training  # noqa: F401  (they register their commands)
+from .app import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    cli(prog_name="mmsearch")

@@ -1,0 +1,188 @@
+"""The vector index as a checked cache of SQL: one FAISS file per modality in the data dir, each checked
+against SQL on open and caught up or rebuilt when stale, then saved; searched together as one index.
+Also the picture cache's check (web.media draws the thumbnails and waveforms)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import faiss
+
+from mmsearch.encoders.identity import encoder_key
+from mmsearch.modalities import MODALITIES
+from mmsearch.search.store import Store
+from mmsearch.search.tables import FUSED
+from mmsearch.search.vector_index import FaissIndex, IndexState, Partitioned, SyncReport, check, sync
+
+from .settings import Settings
+
+INDEX_FILE = "vectors.faiss"
+PICTURES = "thumbnails"  # web.media.cache_dir: {id}-{size}-{mtime_ns}-{variant}.jpg|png, each written via a *.tmp
+SIGNATURES = {".jpg": (b"\xff\xd8\xff", b"\xff\xd9"), ".png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82")}
+IN_FLIGHT = 60.0  # seconds: a younger *.tmp may be a running server's picture being written
+
+
+class IndexCache:
+    def __init__(self, settings: Settings, store: Store, folder: Path):
+        self.settings = settings
+        self.store = store
+        self.folder = folder
+        self._parts: dict[str, FaissIndex] = {}
+        self._reports: dict[str, SyncReport] = {}
+        self._main: Partitioned | None = None  # the parts together, as searched
+        self._lock = threading.RLock()  # web threads may open the index at the same moment
+        self.last_sync: SyncReport | None = None
+
+    def file(self, space: str) -> Path:
+        return self.folder / INDEX_FILE.replace(".", f".{space}.", 1)
+
+    def wanted(self, space: str = FUSED) -> IndexState:
+        """The state an up-to-date part would have (generation aside)."""
+        stored = self.store.get_meta("model")
+        weights = json.dumps(self.settings.modality_weights, sort_keys=True)
+        if stored is None:
+            return IndexState(0, "", 0, self.settings.index_type, weights, space)
+        return IndexState(0, encoder_key(stored), int(stored["dim"]), self._factory(space), weights, space)
+
+    def _factory(self, space: str) -> str:
+        """The configured index type; a part with fewer vectors than the IVF type has lists is searched
+        exactly instead (a few sounds never stop a large photo collection's IVF index)."""
+        factory = self.settings.index_type
+        if space == FUSED or factory == "Flat":
+            return factory
+        try:
+            ivf = faiss.try_extract_index_ivf(faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT))
+        except RuntimeError:
+            return factory  # invalid: building it reports why
+        return "Flat" if ivf is not None and self.store.vector_count(space) < ivf.nlist else factory
+
+    def index(self, refresh: bool = False) -> Partitioned:
+        """The whole index, each part brought up to SQL first when ``refresh`` (or on first use)."""
+        with self._lock:
+            if self._main is not None and not refresh:
+                return self._main
+            parts = {space: self._part(space, refresh) for space in MODALITIES}
+            try:
+                (self.folder / INDEX_FILE).unlink(missing_ok=True)  # the single file of earlier versions
+            except OSError:
+                pass  # a read-only data dir: a stale cache nobody reads
+            reports = [self._reports[space] for space in MODALITIES if space in self._reports]
+            if refresh or self.last_sync is None:
+                actions = {r.action for r in reports}
+                self.last_sync = SyncReport(next((a for a in ("rebuilt", "caught-up") if a in actions), "fresh"),
+                                            sum(r.added for r in reports), sum(r.removed for r in reports))
+            generation = min(part.state.generation for part in parts.values())
+            self._main = Partitioned(parts, replace(self.wanted(FUSED), generation=generation))
+            return self._main
+
+    def _part(self, space: str, refresh: bool) -> FaissIndex:
+        current = self._parts.get(space)
+        if current is not None and not refresh:
+            return current
+        want = self.wanted(space)
+        if want.dim == 0:
+            index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights, space))
+        else:
+            cached = current if current is not None else FaissIndex.load(self.file(space))
+            index, self._reports[space] = sync(cached, self.store, want)
+            index.nprobe = self.settings.nprobe
+            if self._reports[space].action != "fresh":
+                try:
+                    index.save(self.file(space))
+                except OSError:
+                    pass  # only a cache: the next open rebuilds or catches up again
+        self._parts[space] = index
+        return index
+
+    def is_current(self) -> bool:
+        """Whether the loaded index reflects what SQL holds now (cheap: one meta read)."""
+        generation = self.store.generation()
+        return set(MODALITIES) <= set(self._parts) and \
+            all(part.state.generation == generation for part in self._parts.values())
+
+    def rebuild(self) -> SyncReport:
+        with self._lock:
+            for space in MODALITIES:
+                self.file(space).unlink(missing_ok=True)
+            self._parts.clear()
+            self._main = None
+            self.index(refresh=True)
+        return self.last_sync
+
+    def problems(self) -> list[str]:
+        """Disagreements between the index files on disk and SQL. Changes nothing."""
+        if not self.wanted().dim:
+            return []
+        return [f"{space} index: {p}" for space in MODALITIES
+                for p in check(FaissIndex.load(self.file(space)), self.store, self.wanted(space))]
+
+    def stats(self) -> dict:
+        index, want = self.index(), self.wanted()
+        return {"type": want.factory, "ntotal": index.ntotal, "dim": want.dim or None, "device": index.device,
+                "by_modality": {space: {"ntotal": part.ntotal, "type": part.state.factory}
+                                for space, part in index.parts.items()}}
+
+
+class PictureCache:
+    """The thumbnails and waveforms web.media draws on demand, named by item id, file size and mtime. A
+    stale picture (its item removed or changed) is only unused; an unreadable one would be served, and a
+    *.tmp a stopped process left is never finished: those two are problems. Clearing empties the folder,
+    and each picture is drawn again on its next request."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def files(self, rows: list[tuple]) -> dict[str, list[Path]]:
+        """Its files by state (in flight, unfinished, stale, unreadable, usable); ``rows``: Store.index_rows()."""
+        current = {f"{row[0]}-{row[3]}-{row[4]}" for row in rows}
+        out: dict[str, list[Path]] = {k: [] for k in ("in flight", "unfinished", "stale", "unreadable", "usable")}
+        try:
+            paths = sorted(p for p in self.folder.iterdir() if p.is_file())
+        except OSError:  # no cache yet
+            return out
+        for path in paths:
+            if path.suffix == ".tmp":
+                state = "in flight" if time.time() - _mtime(path) < IN_FLIGHT else "unfinished"
+            elif path.name.rsplit("-", 1)[0] not in current:
+                state = "stale"
+            else:
+                state = "usable" if _whole(path) else "unreadable"
+            out[state].append(path)
+        return out
+
+    def problems(self, rows: list[tuple]) -> list[str]:
+        files = self.files(rows)
+        return [f"picture cache: {len(files[state])} {state} file(s), e.g. {files[state][0].name}"
+                for state in ("unreadable", "unfinished") if files[state]]
+
+    def clear(self, rows: list[tuple]) -> dict[str, int]:
+        """Delete every file but writes in flight; how many of each state went."""
+        removed = {}
+        for state, paths in self.files(rows).items():
+            if state != "in flight" and paths:
+                for path in paths:
+                    path.unlink(missing_ok=True)
+                removed[state] = len(paths)
+        return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+def _whole(path: Path) -> bool:
+    """The file starts and ends as its format does (a cut-short or overwritten picture does not)."""
+    head, tail = SIGNATURES.get(path.suffix, (b"?", b"?"))
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(len(head))
+            handle.seek(max(0, path.stat().st_size - len(tail)))
+            return start == head and handle.read() == tail
+    except OSError:
+        return False
