@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmsearch.files import atomic_write
+
 RANDOM_SEED = 0
 
 
@@ -150,17 +152,14 @@ def save_tower(tower: AudioTower, path: Path, extra: dict | None = None) -> None
     from safetensors.torch import save_file
     metadata = {"config": tower.config.to_json(), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     state = {k: v.detach().cpu().contiguous() for k, v in tower.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
 def load_tower(path: Path) -> tuple[AudioTower, dict]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from mmsearch.errors import ModelLoadError
+    from mmsearch.errors import ModelLoadError, first_line
     try:
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
@@ -170,5 +169,5 @@ def load_tower(path: Path) -> tuple[AudioTower, dict]:
     except FileNotFoundError:
         raise ModelLoadError(f"audio checkpoint {path} does not exist") from None
     except Exception as exc:  # safetensors and state-dict errors come in many types
-        raise ModelLoadError(f"cannot load audio checkpoint {path}: {str(exc).splitlines()[0][:160]}") from None
+        raise ModelLoadError(f"cannot load audio checkpoint {path}: {first_line(exc, 160)}") from None
     return tower, {k: v for k, v in metadata.items() if k != "config"}

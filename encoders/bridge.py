@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mmsearch.errors import ModelLoadError
+from mmsearch.errors import ModelLoadError, first_line
+from mmsearch.files import atomic_write
 
 CLAP_RATE = 48_000
 METHODS = ("procrustes", "lstsq")
@@ -55,9 +56,8 @@ def retrieval_r1(mapped: np.ndarray, target: np.ndarray) -> float:
 
 def save_bridge(path: Path, weights: np.ndarray, meta: dict) -> None:
     from safetensors.numpy import save_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"map": np.ascontiguousarray(weights, np.float32)}, str(path),
-              metadata={"kind": "clap-bridge", "meta": json.dumps(meta, sort_keys=True)})
+    atomic_write(path, lambda tmp: save_file({"map": np.ascontiguousarray(weights, np.float32)}, tmp,
+                                             metadata={"kind": "clap-bridge", "meta": json.dumps(meta, sort_keys=True)}))
 
 
 def load_bridge(path: Path) -> tuple[np.ndarray, dict]:
@@ -71,7 +71,7 @@ def load_bridge(path: Path) -> tuple[np.ndarray, dict]:
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"cannot read CLAP bridge {path}: {str(exc).splitlines()[0][:160]}") from None
+        raise ModelLoadError(f"cannot read CLAP bridge {path}: {first_line(exc, 160)}") from None
 
 
 def is_bridge(path: str) -> bool:
@@ -95,7 +95,7 @@ def load_clap(checkpoint: str, device: str = "cpu"):
         model = laion_clap.CLAP_Module(enable_fusion=False, device=device)
         model.load_ckpt(checkpoint, verbose=False)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load CLAP checkpoint {checkpoint}: {str(exc).splitlines()[0][:160]}") from None
+        raise ModelLoadError(f"cannot load CLAP checkpoint {checkpoint}: {first_line(exc, 160)}") from None
     return model
 
 

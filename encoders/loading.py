@@ -7,7 +7,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from mmsearch.errors import ModelLoadError
+from mmsearch.errors import ModelLoadError, first_line
 
 from .clip import ClipEncoder
 from .identity import RANDOM, ModelSpec
@@ -85,7 +85,7 @@ def load_open_clip(spec: ModelSpec, device: torch.device, cache_dir: str | None 
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name, pretrained=weights, precision=precision, device=device, **preprocess_cfg)
     except Exception as exc:  # torch.load and state-dict loading raise many types for a bad file
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ModelLoadError(f"cannot load weights {spec.pretrained!r} into model {spec.name!r}: {reason}") from None
     model.eval()
     return model, preprocess, open_clip.get_tokenizer(spec.name)

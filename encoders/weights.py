@@ -17,7 +17,7 @@ from huggingface_hub import constants as hub
 
 import open_clip
 
-from mmsearch.errors import ModelLoadError
+from mmsearch.errors import ModelLoadError, first_line
 
 from .identity import ModelSpec
 
@@ -87,7 +87,7 @@ def unreachable(endpoint: str, timeout: float) -> str | None:
     try:
         huggingface_hub.get_session().head(endpoint, timeout=timeout)
     except Exception as exc:  # DNS, refused, timed out, TLS, proxy: all mean "no hub from here"
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -115,12 +115,7 @@ def weights_file(spec: ModelSpec, cache_dir: str | None = None) -> tuple[str, bo
 
 def download_hint(spec: ModelSpec, reason: object) -> str:
     """One line: what failed and the three ways out."""
-    return (f"cannot fetch weights {spec.pretrained!r} for model {spec.name!r} ({_first_line(reason)[:300]}); "
+    return (f"cannot fetch weights {spec.pretrained!r} for model {spec.name!r} ({first_line(reason)[:300]}); "
             f"run 'mmsearch models fetch --model {spec.name} --pretrained {spec.pretrained}' where the hub is "
             f"reachable and copy its cache here (then HF_HUB_OFFLINE=1 uses it), or pass a downloaded file "
             f"with --pretrained FILE (MMSEARCH_PRETRAINED), or use --model tiny offline")
-
-
-def _first_line(reason: object) -> str:
-    text = str(reason).strip()
-    return text.splitlines()[0] if text else type(reason).__name__

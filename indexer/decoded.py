@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mmsearch.errors import first_line
+
 
 class DecodeError(Exception):
     """The file is broken or not what its extension says; the message is stored as the reason."""
@@ -25,5 +27,4 @@ def reason(exc: BaseException) -> str:
     strerror = getattr(exc, "strerror", None)
     if strerror and type(exc).__module__.startswith("av"):
         return strerror  # without errno and the '<none>' file name of an in-memory container
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return first_line(exc)

@@ -1,4 +1,11 @@
 """Errors a user can act on. Anything else reaching the CLI is a bug and keeps its traceback."""
+from __future__ import annotations
+
+
+def first_line(reason: object, limit: int = 200) -> str:
+    """A library's error (or an exception's 'orig', from SQLAlchemy) as one line for a message of ours."""
+    text = str(getattr(reason, "orig", None) or reason).strip()
+    return text.splitlines()[0][:limit] if text else type(reason).__name__
 
 
 class MMSearchError(Exception):

@@ -3,9 +3,10 @@ against SQL on open and caught up or rebuilt when stale, then saved; searched to
 Also the picture cache's check (web.media draws the thumbnails and waveforms)."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from mmsearch.search.vector_index import FaissIndex, IndexState, Partitioned, Sy
 from .settings import Settings
 
 INDEX_FILE = "vectors.faiss"
+UNFINISHED = "vectors.*.tmp"  # an index file or sidecar being written (mmsearch.files), or left by a killed process
 PICTURES = "thumbnails"  # web.media.cache_dir: {id}-{size}-{mtime_ns}-{variant}.jpg|png, each written via a *.tmp
 SIGNATURES = {".jpg": (b"\xff\xd8\xff", b"\xff\xd9"), ".png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82")}
-IN_FLIGHT = 60.0  # seconds: a younger *.tmp may be a running server's picture being written
 
 
 class IndexCache:
@@ -69,6 +70,7 @@ class IndexCache:
                 (self.folder / INDEX_FILE).unlink(missing_ok=True)  # the single file of earlier versions
             except OSError:
                 pass  # a read-only data dir: a stale cache nobody reads
+            unfinished_writes(self.folder, UNFINISHED, remove=True)
             reports = [self._reports[space] for space in MODALITIES if space in self._reports]
             if refresh or self.last_sync is None:
                 actions = {r.action for r in reports}
@@ -113,11 +115,14 @@ class IndexCache:
         return self.last_sync
 
     def problems(self) -> list[str]:
-        """Disagreements between the index files on disk and SQL. Changes nothing."""
+        """Disagreements between the index files on disk and SQL, and writes a killed process left. Changes nothing."""
+        left = unfinished_writes(self.folder, UNFINISHED)
+        problems = [f"{len(left)} unfinished index file write(s) left by a stopped process, e.g. {left[0].name}"
+                    ] if left else []
         if not self.wanted().dim:
-            return []
-        return [f"{space} index: {p}" for space in MODALITIES
-                for p in check(FaissIndex.load(self.file(space)), self.store, self.wanted(space))]
+            return problems
+        return problems + [f"{space} index: {p}" for space in MODALITIES
+                           for p in check(FaissIndex.load(self.file(space)), self.store, self.wanted(space))]
 
     def stats(self) -> dict:
         index, want = self.index(), self.wanted()
@@ -132,20 +137,22 @@ class PictureCache:
     *.tmp a stopped process left is never finished: those two are problems. Clearing empties the folder,
     and each picture is drawn again on its next request."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, store: Store):
         self.folder = folder
+        self.store = store
 
-    def files(self, rows: list[tuple]) -> dict[str, list[Path]]:
-        """Its files by state (in flight, unfinished, stale, unreadable, usable); ``rows``: Store.index_rows()."""
-        current = {f"{row[0]}-{row[3]}-{row[4]}" for row in rows}
+    def files(self) -> dict[str, list[Path]]:
+        """Its files by state: in flight (being written), unfinished, stale, unreadable, usable."""
         out: dict[str, list[Path]] = {k: [] for k in ("in flight", "unfinished", "stale", "unreadable", "usable")}
         try:
             paths = sorted(p for p in self.folder.iterdir() if p.is_file())
         except OSError:  # no cache yet
             return out
+        current = {f"{row[0]}-{row[3]}-{row[4]}" for row in self.store.index_rows()} if paths else set()
+        unfinished = set(unfinished_writes(self.folder, "*.tmp"))
         for path in paths:
             if path.suffix == ".tmp":
-                state = "in flight" if time.time() - _mtime(path) < IN_FLIGHT else "unfinished"
+                state = "unfinished" if path in unfinished else "in flight"
             elif path.name.rsplit("-", 1)[0] not in current:
                 state = "stale"
             else:
@@ -153,15 +160,15 @@ class PictureCache:
             out[state].append(path)
         return out
 
-    def problems(self, rows: list[tuple]) -> list[str]:
-        files = self.files(rows)
+    def problems(self) -> list[str]:
+        files = self.files()
         return [f"picture cache: {len(files[state])} {state} file(s), e.g. {files[state][0].name}"
                 for state in ("unreadable", "unfinished") if files[state]]
 
-    def clear(self, rows: list[tuple]) -> dict[str, int]:
+    def clear(self) -> dict[str, int]:
         """Delete every file but writes in flight; how many of each state went."""
         removed = {}
-        for state, paths in self.files(rows).items():
+        for state, paths in self.files().items():
             if state != "in flight" and paths:
                 for path in paths:
                     path.unlink(missing_ok=True)
@@ -169,11 +176,25 @@ class PictureCache:
         return removed
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return time.time()
+def unfinished_writes(folder: Path, pattern: str, remove: bool = False) -> list[Path]:
+    """The temporary files matching ``pattern`` that mmsearch.files.atomic_write left when its process died
+    mid-write (SIGKILL, power loss): nobody holds their lock. Removed too when ``remove``."""
+    found = []
+    for path in sorted(folder.glob(pattern)):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # moved in place meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if remove:
+                path.unlink(missing_ok=True)
+            found.append(path)
+        except OSError:  # locked: a live process is writing it (or a read-only data dir)
+            pass
+        finally:
+            os.close(fd)
+    return found
 
 
 def _whole(path: Path) -> bool:

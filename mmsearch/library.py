@@ -38,7 +38,7 @@ class Library:
         self.store = Store(settings.database_url)
         self.models = Models(settings, self.store)
         self.cache = IndexCache(settings, self.store, self.data_path)
-        self.pictures = PictureCache(self.data_path / PICTURES)
+        self.pictures = PictureCache(self.data_path / PICTURES, self.store)
 
     # --- delegated, for callers that only want one thing --------------------------------------------
     def encoder(self) -> Any:
@@ -141,7 +141,7 @@ class Library:
     def verify(self) -> list[str]:
         """Disagreements between SQL and its caches (the vector index files, the picture cache), and within
         SQL. Changes nothing."""
-        return self.cache.problems() + self.pictures.problems(self.store.index_rows()) + self._sql_problems()
+        return self.cache.problems() + self.pictures.problems() + self._sql_problems()
 
     def _sql_problems(self) -> list[str]:
         want = self.cache.wanted()
@@ -157,7 +157,7 @@ class Library:
                 repaired.append(f"rebuilt the vector index from SQL: {self.cache.rebuild().added} vectors")
             except (MMSearchError, ValueError) as exc:  # ValueError: SQL holds vectors of mixed sizes
                 left.append(f"cannot rebuild the vector index from SQL: {exc}")
-            removed = self.pictures.clear(self.store.index_rows())
+            removed = self.pictures.clear()
             if removed:
                 repaired.append("emptied the picture cache, to be drawn again on demand: " +
                                 ", ".join(f"{n} {state}" for state, n in removed.items()))

@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 from mmsearch.errors import MMSearchError
 from mmsearch.modalities import check
 
-from .request import KINDS, MAX_ID, MAX_K, Filters, Limits, QueryPart, SearchRequest
+from .request import (KINDS, MAX_ID, MAX_K, MAX_LABEL_CHARS, MAX_OFFSET, MAX_PATH_CHARS, MAX_RRF_K, MAX_TEXT_CHARS,
+                      Filters, Limits, QueryPart, SearchRequest)
 from .syntax import parse_query
 
 FILTER_KEYS = ("path_prefix", "path_glob", "date_from", "date_to", "date_field", "min_size", "max_size",
@@ -48,7 +49,7 @@ def _int(name: str, raw: Any, low: int, high: int | None = None) -> int:
     if isinstance(raw, bool):
         raise BadRequest(f"{name} must be an integer")
     if isinstance(raw, str):
-        text = raw.strip()
+        text = raw
         if not re.fullmatch(r"-?[0-9]{1,19}", text):
             raise BadRequest(f"{name} must be an integer, not {raw[:40]!r}")
         raw = int(text)
@@ -78,14 +79,14 @@ def _number(name: str, raw: Any) -> float:
 def _bool(name: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
-    if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+    if isinstance(raw, str) and raw.lower() in ("1", "true"):
         return True
-    if isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off", ""):
+    if isinstance(raw, str) and raw.lower() in ("0", "false"):
         return False
     raise BadRequest(f"{name} must be true or false")
 
 
-def _string(name: str, raw: Any, limit: int = 10_000) -> str:
+def _string(name: str, raw: Any, limit: int = MAX_TEXT_CHARS) -> str:
     if not isinstance(raw, str):
         raise BadRequest(f"{name} must be a string")
     if len(raw) > limit:
@@ -130,10 +131,10 @@ def filters(raw: Mapping[str, Any], mods: list[str] | None) -> Filters:
         raise BadRequest(f"unknown filter(s): {', '.join(sorted(map(str, unknown)))[:200]}")
     values: dict[str, Any] = {"modalities": mods}
     for key, value in raw.items():
-        if value is None or value == "":
+        if value is None or (value == "" and key in ("path_prefix", "path_glob")):
             continue
         if key in ("path_prefix", "path_glob"):
-            values[key] = _string(key, value, 4096)
+            values[key] = _string(key, value, MAX_PATH_CHARS)
         elif key in ("date_from", "date_to"):
             values[key] = _date(key, value)
         elif key == "date_field":
@@ -177,7 +178,7 @@ def json_part(n: int, raw: Any) -> QueryPart:
     else:
         value = _b64(f"{where}.value", value)
     label = raw.get("label")
-    return QueryPart(kind, value, weight, _string(f"{where}.label", label, 200) if label else "")
+    return QueryPart(kind, value, weight, _string(f"{where}.label", label, MAX_LABEL_CHARS) if label else "")
 
 
 def build(options: Mapping[str, Any], extra: Sequence[QueryPart] = (), allow_files: bool = False,
@@ -187,6 +188,9 @@ def build(options: Mapping[str, Any], extra: Sequence[QueryPart] = (), allow_fil
     unknown = set(options) - set(OPTION_KEYS)
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}")
+    empty = sorted(key for key in set(options) - {"path_prefix", "path_glob"} if options[key] == "")
+    if empty:  # `k=` in a query string or an empty form field is no integer, boolean or choice: not a default
+        raise BadRequest(f"{empty[0]} is empty: leave it out or give it a value")
     parts: list[QueryPart] = []
     text = options.get("text", options.get("q"))
     if text is not None and text != "":
@@ -234,10 +238,10 @@ def build(options: Mapping[str, Any], extra: Sequence[QueryPart] = (), allow_fil
     request = SearchRequest(
         parts=parts,
         k=_int("k", options["k"], 1, MAX_K) if options.get("k") not in (None, "") else k_default,
-        offset=_int("offset", options["offset"], 0, 1_000_000) if options.get("offset") not in (None, "") else 0,
+        offset=_int("offset", options["offset"], 0, MAX_OFFSET) if options.get("offset") not in (None, "") else 0,
         filters=filters(raw_filters, mods),
         fusion=_string("fusion", options.get("fusion") or "early", 40),
-        rrf_k=_int("rrf_k", options["rrf_k"], 1, 100_000) if options.get("rrf_k") not in (None, "") else 60,
+        rrf_k=_int("rrf_k", options["rrf_k"], 1, MAX_RRF_K) if options.get("rrf_k") not in (None, "") else 60,
         explain=_bool("explain", options["explain"]) if options.get("explain") is not None else False,
         exclude_self=_bool("exclude_self", options["exclude_self"]) if options.get("exclude_self") is not None
         else False,

@@ -13,6 +13,11 @@ FUSIONS = ("early", "rrf", "relative", "dbsf")
 INDEXES = ("fused", "modality")  # what late fusion ranks in: the whole index, or each modality's part of it
 MAX_K = 1000
 MAX_ID = 2 ** 63 - 1  # SQL's BIGINT: item ids, sizes and nanosecond times all fit in it
+MAX_OFFSET = 1_000_000  # the deepest page a search may ask for
+MAX_RRF_K = 100_000
+MAX_TEXT_CHARS = 10_000  # a text part's value (the query text itself: setting query_max_chars)
+MAX_PATH_CHARS = 4096  # path_prefix and path_glob
+MAX_LABEL_CHARS = 200
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from mmsearch.errors import DataDirError
+from mmsearch.errors import DataDirError, first_line
 
 from mmsearch.modalities import MODALITIES
 
@@ -60,7 +60,7 @@ class Store:
         except DataDirError:
             raise
         except Exception as exc:  # SQLAlchemyError, or a bad URL / missing driver
-            raise DataDirError(f"cannot open database {_safe_url(url)}: {_first_line(exc)}") from None
+            raise DataDirError(f"cannot open database {_safe_url(url)}: {first_line(exc)}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)  # the schema: search.schema
 
     @contextmanager
@@ -301,11 +301,6 @@ class Store:
         session.execute(update(Item).where(Item.status == OK, Item.id.in_(items))
                         .values(status=PENDING, error="waiting to be embedded"))
         self.bump_generation(session)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _safe_url(url: str) -> str:

@@ -6,8 +6,6 @@ encoder that produced its vectors and its FAISS factory string.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +13,8 @@ from typing import Sequence
 import faiss
 import numpy as np
 
-from mmsearch.errors import MMSearchError
+from mmsearch.files import atomic_write
+from mmsearch.errors import MMSearchError, first_line
 
 from .store import Store
 
@@ -78,9 +77,9 @@ class FaissIndex:
         """Write index then sidecar, each atomically; a crash between leaves a sidecar that under-claims,
         which the next sync repairs by re-applying changes (idempotent)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda tmp: faiss.write_index(self.cpu, tmp))
+        atomic_write(path, lambda tmp: faiss.write_index(self.cpu, tmp))
         sidecar = path.with_suffix(path.suffix + ".json")
-        _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(self.state.__dict__)))
+        atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(self.state.__dict__)))
 
     # --- contents ---------------------------------------------------------------------------------
     @property
@@ -226,17 +225,6 @@ class Partitioned:
         raise KeyError(item_id)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class SyncReport:
     action: str  # "fresh", "caught-up" or "rebuilt"
@@ -327,5 +315,5 @@ def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
 
 def _faiss_reason(exc: RuntimeError) -> str:
     """faiss prefixes its messages with a C++ signature and source location; keep the reason."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc, 10_000)
     return text.split(": ", 1)[1] if text.startswith("Error in ") and ": " in text else text

@@ -74,7 +74,17 @@ def _run(search_request: SearchRequest) -> dict[str, Any]:
     return response_document(response, search_request, _links)
 
 
-def _build(options: dict[str, Any], files: list[QueryPart] | tuple = ()) -> SearchRequest:
+# what each form of search request spells another way (the spec lists each form's own fields)
+FOREIGN = {"query": {"text", "filters", "parts", "weights"}, "json": {"q", *parse.FILTER_KEYS}, "form": {"q", "parts", "weights"}}
+
+
+def _build(options: dict[str, Any], files: list[QueryPart] | tuple = (), source: str = "") -> SearchRequest:
+    foreign = sorted(set(options) & FOREIGN.get(source, set()))
+    if foreign:
+        raise parse.BadRequest(f"unknown field {foreign[0]!r} in this request: "
+                               + {"query": "the query text is q, and filters are flat parameters (path_prefix=...)",
+                                  "json": "the query text is text, and filters go in the filters object",
+                                  "form": "the query text is text; parts and weights are JSON-only"}[source])
     return parse.build(options, files, limits=Limits.of(current_app.config["MMSEARCH"]))
 
 
@@ -167,10 +177,7 @@ def stats():
 
 @bp.get("/search")
 def search_get():
-    options = _args()
-    if "filters" in options:
-        raise parse.BadRequest("filters are flat query parameters in GET /api/search (path_prefix=...)")
-    return jsonify(_run(_build(options)))
+    return jsonify(_run(_build(_args(), source="query")))
 
 
 @bp.post("/search")
@@ -179,10 +186,10 @@ def search_post():
         body = _json_body()
         if not isinstance(body, dict):
             raise parse.BadRequest("the body must be a JSON object")
-        return jsonify(_run(_build(body)))
+        return jsonify(_run(_build(body, source="json")))
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         files = _query_files()
-        return jsonify(_run(_build(_form_options(), files)))
+        return jsonify(_run(_build(_form_options(), files, source="form")))
     raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
 
 
@@ -298,4 +305,4 @@ def item_delete(item_id: str):
 @bp.get("/openapi.json")
 def openapi():
     from .openapi import document
-    return jsonify(document(request.host_url.rstrip("/")))
+    return jsonify(document(request.host_url.rstrip("/"), current_app.config["MMSEARCH"]))

@@ -6,8 +6,6 @@ item id, file size and mtime, so a changed file gets a new picture and stale one
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from mmsearch.indexer.decode import DecodeError, decode_audio, decode_image
 from mmsearch.errors import MMSearchError
+from mmsearch.files import atomic_write
 from mmsearch.search.tables import Item
 
 WAVE_SIZE = (320, 64)
@@ -61,10 +60,7 @@ def picture(item: Item, settings: Any) -> tuple[Path, str]:
             encoded = _encode(waveform(decode_audio(data, WAVE_RATE, WAVE_SECONDS).wave), "PNG")
     except DecodeError as exc:
         raise NoPicture(f"item {item.id}: {exc}") from None
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as out:
-        out.write(encoded)
-    os.replace(tmp, target)  # concurrent requests for the same picture each write whole files
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(encoded))  # concurrent requests each write whole files
     return target, mime
 
 

@@ -1,154 +1,140 @@
-"""The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json."""
+"""The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json. Its limits come from the served
+app's settings and the builder's constants (web/openapi_schemas.py), so the spec states what the server enforces."""
 from __future__ import annotations
 
 from typing import Any
 
 from mmsearch import __version__
-from mmsearch.modalities import MODALITIES
-from mmsearch.search.request import FUSIONS, INDEXES
+from mmsearch.search.request import MAX_ID, Limits
+from mmsearch.settings import Settings, load_settings
+
+from .openapi_schemas import RULES, filters, options, query_text, ref, schemas
+
+JSON = "application/json"
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {"description": description, "content": {JSON: {"schema": ref("Error")}}}
 
 
-ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-BAD = _error("Bad input: malformed JSON, wrong types, out-of-range values, bad ids")
+def _ok(schema: str, description: str = "ok") -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": ref(schema)}}}
+
+
+def _query(name: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, **extra}
+
+
+ID = {"name": "item_id", "in": "path", "required": True,
+      "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "description": "1 to 2^63-1, digits only"}
 MISSING = _error("No item with this id (or its file is gone)")
-ADMIN = {"401": _error("Missing or wrong admin bearer token"),
-         "403": _error("Uploads and deletions are off (no admin_token configured)")}
 
 
-def document(server: str = "") -> dict[str, Any]:
-    search_options = {
-        "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
-        "offset": {"type": "integer", "minimum": 0, "default": 0},
-        "modality": {"type": "array", "items": {"enum": list(MODALITIES)}},
-        "fusion": {"enum": list(FUSIONS), "default": "early"},
-        "rrf_k": {"type": "integer", "minimum": 1, "default": 60},
-        "index": {"enum": list(INDEXES), "default": "modality",
-                  "description": "Late fusion: rank each part within each modality's part of the index "
-                                 "(modality), or over the whole index at once (fused). Early fusion: fused."},
-        "explain": {"type": "boolean", "default": False},
-        "exclude_self": {"type": "boolean", "default": False},
-        "dedupe": {"oneOf": [{"const": "hash"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}]},
+def _errors(settings: Settings, *statuses: int) -> dict[str, Any]:
+    """The error responses every /api route can give, plus ``statuses``."""
+    known = {
+        400: "Bad input: malformed JSON, wrong types, out-of-range values, bad ids; the message names the field "
+             "or the setting",
+        401: "Missing or wrong admin bearer token",
+        403: "Uploads and deletions are off (no admin_token configured)",
+        404: "No item with this id (or its file is gone)",
+        409: "Another process holds the write lock, or the item has no vector yet",
+        413: f"Body larger than {settings.max_upload_bytes} bytes (setting max_upload_bytes), or a form with more "
+             f"than {settings.max_form_fields} fields (setting max_form_fields)",
+        414: f"Request target longer than {settings.max_request_line} bytes (setting max_request_line)",
+        415: "Unsupported content type or file type",
+        416: "Range not satisfiable",
+        431: f"Request line and headers longer than {settings.max_header_bytes} bytes (setting max_header_bytes)",
     }
+    return {str(code): _error(known[code]) for code in sorted({400, 405, 414, 431, *statuses} - {405})} | {
+        "405": {**_error("Method not allowed"), "headers": {"Allow": {"schema": {"type": "string"}}}}}
+
+
+def document(server: str = "", settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings if settings is not None else load_settings({}, env={})
+    limits = Limits.of(settings)
+    opts, flat = options(limits), filters()
+    search_params = [
+        _query("q", query_text(limits), description="the query text (or give like)"),
+        *(_query(name, schema) for name, schema in opts.items() if name != "modality"),
+        _query("modality", opts["modality"], style="form", explode=True),
+        *(_query(name, schema) for name, schema in flat.items())]
+    form = {"type": "object", "additionalProperties": False, "description": RULES, "properties": {
+        "text": query_text(limits), **opts, **flat,
+        "image": {"type": "string", "format": "binary", "description": "an image file (PNG, JPEG, ...)"},
+        "audio": {"type": "string", "format": "binary", "description": "a sound file (WAV, FLAC, MP3, ...)"},
+        "filters": {**ref("Filters"), "description": "a JSON object"}}}
+    form_encoding = {"modality": {"style": "form", "explode": True},
+                     "filters": {"contentType": JSON}}
+    admin = [{"admin": []}]
     return {
         "openapi": "3.1.0",
-        "info": {"title": "mmsearch API", "version": __version__,
-                 "description": "Multimodal search over indexed images, sounds and notes. Errors are "
-                                "{\"error\": {\"code\", \"message\"}} with a 4xx status."},
+        "info": {"title": "mmsearch API", "version": __version__, "description":
+                 "Multimodal search over indexed images, sounds and notes. Errors are {\"error\": {\"code\", "
+                 "\"message\"}} with a 4xx status. A JSON body may nest at most "
+                 f"{settings.json_max_depth} levels deep (setting json_max_depth)."},
         "servers": [{"url": server or "/"}],
         "components": {
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer",
                                           "description": "The admin_token setting."}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "Part": {"type": "object", "required": ["kind", "value"], "properties": {
-                    "kind": {"enum": ["text", "image", "audio", "item"]},
-                    "value": {"description": "text; base64 file content for image/audio; an item id for item"},
-                    "weight": {"type": "number", "not": {"const": 0}, "default": 1}}},
-                "Filters": {"type": "object", "additionalProperties": False, "properties": {
-                    "path_prefix": {"type": "string"}, "path_glob": {"type": "string"},
-                    "date_from": {"type": "string", "format": "date-time"},
-                    "date_to": {"type": "string", "format": "date-time"},
-                    "date_field": {"enum": ["mtime", "taken_at"]},
-                    "min_size": {"type": "integer", "minimum": 0}, "max_size": {"type": "integer", "minimum": 0},
-                    "has_caption": {"type": "boolean"}}},
-                "SearchRequest": {"type": "object", "additionalProperties": False, "properties": {
-                    "text": {"type": "string", "description": "Query syntax: \"sunset\" + 0.5:beach - people, "
-                                                              "2:cat, like:42. Paths are words here."},
-                    "like": {"type": "integer", "minimum": 1},
-                    "parts": {"type": "array", "items": {"$ref": "#/components/schemas/Part"}, "maxItems": 32},
-                    "weights": {"type": "array", "items": {"type": "number"},
-                                "description": "One weight per query part (text, like, parts, files in order)."},
-                    "filters": {"$ref": "#/components/schemas/Filters"}, **search_options}},
-                "Item": {"type": "object", "required": ["id", "path", "modality", "media_url", "metadata"],
-                         "properties": {
-                             "id": {"type": "integer"}, "path": {"type": "string"},
-                             "modality": {"enum": list(MODALITIES)}, "score": {"type": "number"},
-                             "media_url": {"type": "string"}, "thumbnail_url": {"type": ["string", "null"]},
-                             "caption": {"type": "string"}, "snippet": {"type": "string"},
-                             "text": {"type": "string"}, "metadata": {"type": "object"},
-                             "parts": {"type": "array", "items": {"type": "object"}, "description":
-                                       "explain: per query part its label, weight, score against the item, "
-                                       "late fusion's best rank and, per modality index, score and rank"}}},
-                "SearchResponse": {"type": "object", "required": ["results", "took_ms"], "properties": {
-                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
-                    "took_ms": {"type": "number"},
-                    "fusion": {"enum": ["early", "rrf", "relative", "dbsf"]},
-                    "index": {"enum": ["fused", "modality"], "description": "the index the results came from"},
-                    "next": {"type": "integer", "description": "offset of the next page, when there is one"}}},
-            },
-        },
+            "schemas": schemas(limits)},
         "paths": {
-            "/api/health": {"get": {"summary": "Liveness", "responses": {"200": {
-                "description": "ok", "content": {"application/json": {"example": {"status": "ok"}}}}}}},
-            "/api/stats": {"get": {"summary": "The same document as `manage.py stats --json`",
-                                   "responses": {"200": {"description": "counts, model and index"}}}},
+            "/api/health": {"get": {"summary": "Liveness", "responses": {
+                "200": {"description": "ok", "content": {JSON: {"schema": {
+                    "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}}}},
+                **_errors(settings)}}},
+            "/api/stats": {"get": {"summary": "The same document as `manage.py stats --json`", "responses": {
+                "200": _ok("Stats", "counts, model and index"), **_errors(settings)}}},
             "/api/search": {
-                "get": {"summary": "Simple search from a query string",
-                        "parameters": [
-                            {"name": "q", "in": "query", "required": True, "schema": {"type": "string"}},
-                            {"name": "k", "in": "query", "schema": search_options["k"]},
-                            {"name": "offset", "in": "query", "schema": search_options["offset"]},
-                            {"name": "modality", "in": "query", "schema": search_options["modality"],
-                             "style": "form", "explode": True},
-                            {"name": "fusion", "in": "query", "schema": search_options["fusion"]},
-                            {"name": "index", "in": "query", "schema": search_options["index"]},
-                            {"name": "like", "in": "query", "schema": {"type": "integer"}}],
-                        "responses": {"200": _ok("SearchResponse"), "400": BAD, "404": MISSING}},
+                "get": {"summary": "Search from a query string (filters as flat parameters)",
+                        "description": RULES, "parameters": search_params,
+                        "responses": {"200": _ok("SearchResponse"), **_errors(settings, 404)}},
                 "post": {"summary": "Multi-part search by words, an image, a sound and/or items",
                          "requestBody": {"required": True, "content": {
-                             "application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
-                             "multipart/form-data": {"schema": {"type": "object", "properties": {
-                                 "text": {"type": "string"}, "image": {"type": "string", "format": "binary"},
-                                 "audio": {"type": "string", "format": "binary"}, **search_options,
-                                 "filters": {"type": "string", "description": "JSON object"}}}}}},
-                         "responses": {"200": _ok("SearchResponse"), "400": BAD, "404": MISSING,
-                                       "413": _error("Body larger than max_upload_bytes"),
-                                       "415": _error("Neither JSON nor a form")}}},
+                             JSON: {"schema": ref("SearchRequest")},
+                             "multipart/form-data": {"schema": form, "encoding": form_encoding}}},
+                         "responses": {"200": _ok("SearchResponse"), **_errors(settings, 404, 413, 415)}}},
             "/api/items": {"post": {
-                "summary": "Upload a file into the data dir's uploads folder and index it",
-                "security": [{"admin": []}],
+                "summary": "Upload a file into the data dir's uploads folder and index it", "security": admin,
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                    "type": "object", "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}}}}}},
-                "responses": {"201": _ok("Item"), "400": _error("The file cannot be indexed"), **ADMIN,
-                              "409": _error("Another process is indexing"),
-                              "413": _error("Body larger than max_upload_bytes"),
-                              "415": _error("Unsupported file type")}}},
+                    "type": "object", "required": ["file"], "additionalProperties": False,
+                    "properties": {"file": {"type": "string", "format": "binary", "description":
+                                            "an image, sound or note; its name's extension says which"}}}}}},
+                "responses": {"201": _ok("Item", "indexed"), **_errors(settings, 401, 403, 409, 413, 415)}}},
             "/api/items/{item_id}": {
                 "get": {"summary": "One item's metadata (and full text for notes)", "parameters": [ID],
-                        "responses": {"200": _ok("Item"), "400": BAD, "404": MISSING}},
+                        "responses": {"200": _ok("Item"), **_errors(settings, 404)}},
                 "delete": {"summary": "Remove an item from the index (an uploaded file is deleted too)",
-                           "parameters": [ID], "security": [{"admin": []}],
-                           "responses": {"200": {"description": "{\"deleted\": id}"}, "400": BAD,
-                                         "404": MISSING, **ADMIN}}},
+                           "parameters": [ID], "security": admin, "responses": {
+                               "200": {"description": "deleted", "content": {JSON: {"schema": {
+                                   "type": "object", "required": ["deleted"],
+                                   "properties": {"deleted": ID["schema"]}}}}},
+                               **_errors(settings, 401, 403, 404, 409)}}},
             "/api/items/{item_id}/similar": {"get": {
                 "summary": "More like this item (the item itself and exact copies left out by default)",
-                "parameters": [ID, {"name": "k", "in": "query", "schema": search_options["k"]},
-                               {"name": "modality", "in": "query", "schema": search_options["modality"]},
-                               {"name": "exclude_self", "in": "query", "schema": {"type": "boolean",
-                                                                                 "default": True}}],
-                "responses": {"200": _ok("SearchResponse"), "400": BAD, "404": MISSING}}},
+                "parameters": [ID, _query("k", opts["k"]), _query("offset", opts["offset"]),
+                               _query("modality", opts["modality"], style="form", explode=True),
+                               _query("exclude_self", {"type": "boolean", "default": True}),
+                               _query("explain", opts["explain"])],
+                "responses": {"200": _ok("SearchResponse"), **_errors(settings, 404, 409)}}},
             "/api/items/{item_id}/media": {"get": {
                 "summary": "The indexed file itself, with its content type; HTTP range requests supported",
-                "parameters": [ID], "responses": {"200": {"description": "the file"},
-                                                  "206": {"description": "a byte range"}, "400": BAD,
-                                                  "404": MISSING, "416": _error("Range not satisfiable")}}},
+                "parameters": [ID], "responses": {
+                    "200": {"description": "the file", "content": {"*/*": {"schema": {"type": "string",
+                                                                                       "format": "binary"}}},
+                            "headers": {"Accept-Ranges": {"schema": {"const": "bytes"}}}},
+                    "206": {"description": "a byte range", "headers": {"Content-Range": {"schema": {
+                        "type": "string"}}}, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                    "304": {"description": "not modified (If-None-Match, If-Modified-Since)"},
+                    **_errors(settings, 404, 416)}}},
             "/api/items/{item_id}/thumbnail": {"get": {
-                "summary": "A cached JPEG thumbnail (images) or waveform PNG (sounds)",
-                "parameters": [ID], "responses": {"200": {"description": "image/jpeg or image/png"},
-                                                  "400": BAD, "404": MISSING}}},
-            "/api/openapi.json": {"get": {"summary": "This document",
-                                          "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+                "summary": "A cached JPEG thumbnail (images) or waveform PNG (sounds)", "parameters": [ID],
+                "responses": {"200": {"description": "the picture", "content": {
+                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                    "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+                    "304": {"description": "not modified"}, **_errors(settings, 404)}}},
+            "/api/openapi.json": {"get": {"summary": "This document", "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}},
+                **_errors(settings)}}},
         },
     }
-
-
-def _ok(schema: str) -> dict[str, Any]:
-    return {"description": "ok", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
