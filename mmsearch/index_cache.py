@@ -170,10 +170,16 @@ class PictureCache:
         removed = {}
         for state, paths in self.files().items():
             if state != "in flight" and paths:
-                for path in paths:
-                    path.unlink(missing_ok=True)
-                removed[state] = len(paths)
+                removed[state] = sum(_unlink(path) for path in paths)
         return removed
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink(missing_ok=True)
+        return True
+    except OSError:
+        return False
 
 
 def unfinished_writes(folder: Path, pattern: str, remove: bool = False) -> list[Path]:

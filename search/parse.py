@@ -24,6 +24,11 @@ FILTER_KEYS = ("path_prefix", "path_glob", "date_from", "date_to", "date_field",
                "has_caption")
 OPTION_KEYS = ("text", "q", "like", "parts", "k", "offset", "modality", "filters", "fusion", "weights", "explain",
                "rrf_k", "exclude_self", "dedupe", "index") + FILTER_KEYS
+# the fields each form of API request takes (its OpenAPI schema): a query string has q and flat filters, a
+# JSON body text and a filters object, a form text, flat filters or a filters object (JSON), and files
+FIELDS = {"query": tuple(k for k in OPTION_KEYS if k not in ("text", "filters", "parts", "weights")),
+          "json": tuple(k for k in OPTION_KEYS if k != "q" and k not in FILTER_KEYS),
+          "form": tuple(k for k in OPTION_KEYS if k not in ("q", "parts", "weights"))}
 
 
 class BadRequest(MMSearchError):
@@ -131,7 +136,7 @@ def filters(raw: Mapping[str, Any], mods: list[str] | None) -> Filters:
         raise BadRequest(f"unknown filter(s): {', '.join(sorted(map(str, unknown)))[:200]}")
     values: dict[str, Any] = {"modalities": mods}
     for key, value in raw.items():
-        if value is None or (value == "" and key in ("path_prefix", "path_glob")):
+        if value == "" and key in ("path_prefix", "path_glob"):
             continue
         if key in ("path_prefix", "path_glob"):
             values[key] = _string(key, value, MAX_PATH_CHARS)
@@ -169,7 +174,7 @@ def json_part(n: int, raw: Any) -> QueryPart:
         raise BadRequest(f"{where}.kind must be one of {', '.join(KINDS)}")
     if "value" not in raw:
         raise BadRequest(f"{where} needs a value")
-    weight = _number(f"{where}.weight", raw["weight"]) if raw.get("weight") is not None else 1.0
+    weight = _number(f"{where}.weight", raw["weight"]) if "weight" in raw else 1.0
     value = raw["value"]
     if kind == "text":
         value = _string(f"{where}.value", value)
@@ -178,19 +183,20 @@ def json_part(n: int, raw: Any) -> QueryPart:
     else:
         value = _b64(f"{where}.value", value)
     label = raw.get("label")
-    return QueryPart(kind, value, weight, _string(f"{where}.label", label, MAX_LABEL_CHARS) if label else "")
+    return QueryPart(kind, value, weight, _string(f"{where}.label", label, MAX_LABEL_CHARS) if label is not None else "")
 
 
 def build(options: Mapping[str, Any], extra: Sequence[QueryPart] = (), allow_files: bool = False,
-          limits: Limits = Limits(), k_default: int = 10) -> SearchRequest:
+          limits: Limits = Limits(), k_default: int = 10, fields: Sequence[str] = OPTION_KEYS) -> SearchRequest:
     """One SearchRequest from the merged options of a JSON body, a form, a query string or CLI flags;
     ``extra`` parts come last: uploaded or named files the caller has read, the CLI's --like items."""
-    unknown = set(options) - set(OPTION_KEYS)
+    unknown = set(options) - set(fields)
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}")
-    empty = sorted(key for key in set(options) - {"path_prefix", "path_glob"} if options[key] == "")
-    if empty:  # `k=` in a query string or an empty form field is no integer, boolean or choice: not a default
-        raise BadRequest(f"{empty[0]} is empty: leave it out or give it a value")
+    empty = sorted(key for key in set(options) - {"path_prefix", "path_glob"} if options[key] in ("", None))
+    if empty:  # `k=` in a query string, an empty form field or a JSON null is no value: not the default either
+        raise BadRequest(f"{empty[0]} is {'empty' if options[empty[0]] == '' else 'null'}: leave it out or give "
+                         "it a value")
     parts: list[QueryPart] = []
     text = options.get("text", options.get("q"))
     if text is not None and text != "":

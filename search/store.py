@@ -169,10 +169,10 @@ class Store:
                 out_ids.append(item_id)
                 out_vectors.append(fuse_parts(parts, group[0][3], weights))
                 if len(out_ids) >= batch:
-                    yield np.asarray(out_ids, np.int64), np.stack(out_vectors)
+                    yield np.asarray(out_ids, np.int64), _stack(out_vectors)
                     out_ids, out_vectors = [], []
         if out_ids:
-            yield np.asarray(out_ids, np.int64), np.stack(out_vectors)
+            yield np.asarray(out_ids, np.int64), _stack(out_vectors)
 
     def space_vectors(self, space: str, ids: Sequence[int], weights: Mapping[str, float]) -> dict[int, np.ndarray]:
         """Some items' vectors in one space, by id (items without one are left out)."""
@@ -301,6 +301,13 @@ class Store:
         session.execute(update(Item).where(Item.status == OK, Item.id.in_(items))
                         .values(status=PENDING, error="waiting to be embedded"))
         self.bump_generation(session)
+
+
+def _stack(vectors: list[np.ndarray]) -> np.ndarray:
+    if len({len(v) for v in vectors}) > 1:  # only a damaged database: every encoder change re-embeds all
+        raise DataDirError("SQL holds vectors of different dimensions; run 'mmsearch verify', then "
+                           "'mmsearch index --reembed'")
+    return np.stack(vectors)
 
 
 def _safe_url(url: str) -> str:

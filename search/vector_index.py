@@ -262,20 +262,17 @@ def sync(index: FaissIndex | None, store: Store, want: IndexState) -> tuple[Fais
         try:
             report = _catch_up(index, store, index.state.generation)
             index.state.generation = generation
-            if not _count_matches(index, store, want.space):
-                raise RuntimeError("count mismatch after catch-up")
             return index, report
         except RuntimeError:  # e.g. an index type without remove_ids: rebuild instead
             pass
     return _rebuild(store, replace(want, generation=generation))
 
 
-def _count_matches(index: FaissIndex, store: Store, space: str) -> bool:
-    ids = index.ids()
-    return len(np.unique(ids)) == len(ids) == store.vector_count(space)
-
-
 def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
+    """Apply what changed since generation ``since``. Its reads are separate queries while another process
+    may commit, so the result is checked against what these reads saw (SQL's ids, plus the changed ones),
+    never against a later count: a commit in between is newer than the generation read first and is applied
+    by the next sync, it is no reason to rebuild the whole index."""
     weights, space = index.state.weight_map(), index.state.space
     sql_ids = store.vector_ids(space)
     index_ids = index.ids()
@@ -288,6 +285,9 @@ def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
     missing = np.setdiff1d(np.setdiff1d(sql_ids, index_ids), changed_ids)
     for ids, vectors in store.iter_vectors(weights, ids=missing, space=space) if len(missing) else ():
         index.add(ids, vectors)
+    now = index.ids()
+    if not len(np.unique(now)) == len(now) == len(np.union1d(sql_ids, changed_ids)):
+        raise RuntimeError("count mismatch after catch-up")
     return SyncReport("caught-up", added=len(changed_ids) + len(missing), removed=len(stale))
 
 

@@ -147,3 +147,83 @@ def test_long_or_strange_upload_names_are_stored_short(api, name):
     assert stored.endswith(".txt") and len(stored) < 130 and stored.isprintable()
     assert api.delete(f"/api/items/{response.get_json()['id']}", headers={"Authorization": "Bearer t0ken"}
                       ).status_code == 200
+
+
+# --- issue 11 defect 7: the server accepts exactly what /api/openapi.json allows ---------------------------
+def spec_of(api) -> dict:
+    return api.get("/api/openapi.json").get_json()
+
+
+def test_the_spec_states_the_served_limits(api):
+    schemas = spec_of(api)["components"]["schemas"]
+    request = schemas["SearchRequest"]["properties"]
+    assert request["parts"]["maxItems"] == 8 and request["text"]["maxLength"] == 4000  # this app's settings
+    assert request["k"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}
+    assert request["like"]["minimum"] == 1 and request["like"]["maximum"] == 2 ** 63 - 1
+    assert "40 (setting explain_max_rows)" in request["explain"]["description"]
+    assert schemas["Filters"]["properties"]["min_size"]["maximum"] == 2 ** 63 - 1
+    get = {p["name"]: p["schema"] for p in spec_of(api)["paths"]["/api/search"]["get"]["parameters"]}
+    assert get["like"]["minimum"] == 1 and get["exclude_self"]["type"] == "boolean"
+    from mmsearch.search.parse import FIELDS  # the builder's field lists are the spec's, for every form
+    form = spec_of(api)["paths"]["/api/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert (set(get), set(request), set(form["properties"]) - {"image", "audio"}) == tuple(
+        set(FIELDS[source]) for source in ("query", "json", "form"))
+
+
+@pytest.mark.parametrize("suffix", ["", "/similar", "/media", "/thumbnail"])
+def test_ids_past_63_bits_are_400_and_the_largest_is_unknown(api, suffix):
+    refused(api.get(f"/api/items/{2 ** 63}{suffix}"), "item id")
+    assert api.get(f"/api/items/{2 ** 63 - 1}{suffix}").status_code == 404
+    assert api.get("/api/search", query_string={"like": str(2 ** 63 - 1)}).status_code == 404
+    refused(api.get("/api/search", query_string={"like": str(2 ** 63)}), "item id")
+
+
+def test_like_zero_is_refused_as_the_spec_says(api):
+    assert spec_of(api)["components"]["schemas"]["SearchRequest"]["properties"]["like"]["minimum"] == 1
+    refused(api.get("/api/search", query_string={"q": "x", "like": "0"}), "item id")
+    refused(api.post("/api/search", json={"like": 0}), "item id")
+
+
+@pytest.mark.parametrize("field", ["exclude_self", "explain", "index", "fusion", "k", "offset", "rrf_k", "like",
+                                   "dedupe", "min_size", "has_caption", "date_from", "date_field"])
+def test_empty_typed_parameters_are_400(api, field):
+    refused(api.get(f"/api/search?q=x&{field}="), f"{field} is empty")
+    refused(api.post("/api/search", data={"text": "x", field: ""}, content_type="multipart/form-data"), field)
+    assert api.get("/api/search?q=x&path_prefix=").status_code == 200  # a string: empty is no filter
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "no", "off", " true"])
+def test_booleans_are_true_or_false(api, value):
+    refused(api.get("/api/search", query_string={"q": "x", "explain": value}), "explain")
+    assert api.get("/api/search", query_string={"q": "x", "explain": "true", "exclude_self": "false"}
+                   ).status_code == 200
+
+
+@pytest.mark.parametrize("body", [{"text": "x", "k": None}, {"text": "x", "filters": None},
+                                  {"text": "x", "filters": {"min_size": None}}, {"text": "x", "weights": None},
+                                  {"parts": [{"kind": "text", "value": "x", "weight": None}]}, {"text": None}])
+def test_json_nulls_are_400(api, body):
+    assert 400 <= api.post("/api/search", json=body).status_code < 500
+
+
+def test_multipart_filters_is_a_json_object(api):
+    form = spec_of(api)["paths"]["/api/search"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["encoding"]["filters"]["contentType"] == "application/json"
+    assert form["schema"]["properties"]["filters"]["$ref"].endswith("/Filters")
+    refused(api.post("/api/search", data={"text": "x", "filters": ""}, content_type="multipart/form-data"),
+            "filters")
+    assert api.post("/api/search", data={"text": "x", "filters": '{"min_size": 1}'},
+                    content_type="multipart/form-data").status_code == 200
+
+
+@pytest.mark.parametrize("method, data", [
+    ("get", {"q": "x", "text": "y"}), ("json", {"q": "x"}), ("json", {"text": "x", "min_size": 3}),
+    ("form", {"q": "x"}), ("form", {"text": "x", "parts": "[]"})])
+def test_each_form_of_search_takes_its_own_field_names(api, method, data):
+    if method == "get":
+        response = api.get("/api/search", query_string=data)
+    elif method == "json":
+        response = api.post("/api/search", json=data)
+    else:
+        response = api.post("/api/search", data=data, content_type="multipart/form-data")
+    refused(response, "unknown field")

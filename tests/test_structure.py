@@ -15,7 +15,7 @@ FORBIDDEN = {
     "search": ("indexer", "web"),  # queries never walk folders; the engine knows no HTTP
     "indexer": ("web",),
 }
-MAX_LINES = 335  # "~300 lines is a lot": the longest module today is search/vector_index.py
+MAX_LINES = 320  # "~300 lines is a lot": the longest module today is search/vector_index.py (319)
 
 
 def _modules(folder: str) -> list[Path]:

@@ -74,18 +74,9 @@ def _run(search_request: SearchRequest) -> dict[str, Any]:
     return response_document(response, search_request, _links)
 
 
-# what each form of search request spells another way (the spec lists each form's own fields)
-FOREIGN = {"query": {"text", "filters", "parts", "weights"}, "json": {"q", *parse.FILTER_KEYS}, "form": {"q", "parts", "weights"}}
-
-
 def _build(options: dict[str, Any], files: list[QueryPart] | tuple = (), source: str = "") -> SearchRequest:
-    foreign = sorted(set(options) & FOREIGN.get(source, set()))
-    if foreign:
-        raise parse.BadRequest(f"unknown field {foreign[0]!r} in this request: "
-                               + {"query": "the query text is q, and filters are flat parameters (path_prefix=...)",
-                                  "json": "the query text is text, and filters go in the filters object",
-                                  "form": "the query text is text; parts and weights are JSON-only"}[source])
-    return parse.build(options, files, limits=Limits.of(current_app.config["MMSEARCH"]))
+    return parse.build(options, files, limits=Limits.of(current_app.config["MMSEARCH"]),
+                       fields=parse.FIELDS.get(source, parse.OPTION_KEYS))
 
 
 def _json_body() -> Any:

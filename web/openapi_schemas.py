@@ -49,14 +49,17 @@ def options(limits: Limits) -> dict[str, dict[str, Any]]:
                     f"per result, each part's score; k × parts at most {limits.explain_rows} "
                     "(setting explain_max_rows)"},
         "exclude_self": {"type": "boolean", "default": False},
-        "dedupe": {"oneOf": [{"const": "hash"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}]},
+        # "hash", or a similarity threshold in (0, 1]; type-specific keywords rather than oneOf, which
+        # schemathesis cannot combine with the multipart form's binary fields
+        "dedupe": {"type": ["string", "number"], "pattern": "^hash$", "exclusiveMinimum": 0, "maximum": 1},
     }
 
 
 def filters() -> dict[str, dict[str, Any]]:
     path = {"type": "string", "maxLength": MAX_PATH_CHARS, "pattern": NO_NUL}
-    date = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}],
-            "description": "ISO 8601: 2024-05-01 or 2024-05-01T12:00:00Z (no offset: UTC), any year 1 to 9999"}
+    date = {"type": "string", "format": "date-time", "maxLength": 64, "description":
+            "ISO 8601, any year 1 to 9999: 2024-05-01T12:00:00Z; also a date alone (2024-05-01) or a time without "
+            "offset (UTC)"}
     size = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
     out = {"path_prefix": path, "path_glob": path, "date_from": date, "date_to": date,
            "date_field": {"enum": ["mtime", "taken_at"]}, "min_size": size, "max_size": size,
