@@ -39,6 +39,8 @@ def item_id(raw: Any) -> int:
     """An item id from a URL segment or a field: digits only (so '../x', '/etc/passwd', '1.5' are refused)."""
     if isinstance(raw, bool):
         raise BadRequest("an item id is a positive integer")
+    if isinstance(raw, float) and raw.is_integer():  # JSON's 2.0 is the integer 2 (as JSON Schema reads it)
+        raw = int(raw)
     if isinstance(raw, int):
         value = raw
     elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 19:
@@ -182,8 +184,7 @@ def json_part(n: int, raw: Any) -> QueryPart:
         value = item_id(value)
     else:
         value = _b64(f"{where}.value", value)
-    label = raw.get("label")
-    return QueryPart(kind, value, weight, _string(f"{where}.label", label, MAX_LABEL_CHARS) if label is not None else "")
+    return QueryPart(kind, value, weight, _string(f"{where}.label", raw.get("label", ""), MAX_LABEL_CHARS))
 
 
 def build(options: Mapping[str, Any], extra: Sequence[QueryPart] = (), allow_files: bool = False,

@@ -59,11 +59,14 @@ def document(server: str = "", settings: Settings | None = None) -> dict[str, An
         *(_query(name, schema) for name, schema in opts.items() if name != "modality"),
         _query("modality", opts["modality"], style="form", explode=True),
         *(_query(name, schema) for name, schema in flat.items())]
-    form = {"type": "object", "additionalProperties": False, "description": RULES, "properties": {
+    form = {"type": "object", "description": RULES, "properties": {
         "text": query_text(limits), **opts, **flat,
         "image": {"type": "string", "format": "binary", "description": "an image file (PNG, JPEG, ...)"},
         "audio": {"type": "string", "format": "binary", "description": "a sound file (WAV, FLAC, MP3, ...)"},
         "filters": {**ref("Filters"), "description": "a JSON object"}}}
+    # no other fields: said with propertyNames, as additionalProperties false next to two binary fields makes
+    # schemathesis 4 validate file objects it cannot (ValueError: Unsupported type: 'Binary')
+    form["propertyNames"] = {"enum": list(form["properties"])}
     form_encoding = {"modality": {"style": "form", "explode": True},
                      "filters": {"contentType": JSON}}
     admin = [{"admin": []}]
