@@ -162,23 +162,34 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "mean_ms": float(array.mean())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def load_arguments(doc: str | None, clients: int, seconds: float) -> argparse.ArgumentParser:
+    """The options every load benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=clients)
+    parser.add_argument("--seconds", type=float, default=seconds, help="length of the load")
     parser.add_argument("--threads", type=int, default=8, help="waitress request threads")
-    parser.add_argument("--latency-queries", type=int, default=200)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--data-dir", help="keep (and reuse) the synthetic data dir here")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    log = (lambda *_: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    return parser
 
+
+def prepare(args: argparse.Namespace):
+    """(log, temporary dir or None, data dir, library, build seconds): the synthetic collection, built or reused."""
+    log = (lambda *_: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     temporary = None if args.data_dir else tempfile.TemporaryDirectory(prefix="mmsearch-load-")
     data_dir = Path(args.data_dir or temporary.name)
     log(f"building a {args.items}-item index in {data_dir} ...")
     library, build_seconds = build(data_dir, args.items, log)
+    return log, temporary, data_dir, library, build_seconds
+
+
+def main() -> None:
+    parser = load_arguments(__doc__, clients=8, seconds=20.0)
+    parser.add_argument("--latency-queries", type=int, default=200)
+    args = parser.parse_args()
+    log, temporary, data_dir, library, build_seconds = prepare(args)
     ntotal = library.index().ntotal
     log(f"index ready: {ntotal} vectors in {build_seconds:.1f} s; starting the server ...")
     port = free_port()

@@ -22,7 +22,6 @@ or if new items are missing. Connects only to 127.0.0.1.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import http.client
 import io
@@ -42,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_load import ROOT, WORDS, build, free_port, get, query, start_server  # noqa: E402
+from api_load import ROOT, WORDS, free_port, get, load_arguments, prepare, query, start_server  # noqa: E402
 
 
 def write_files(folder: Path, n: int, seed: int) -> dict[str, int]:
@@ -107,27 +106,15 @@ def new_items_found(port: int, folder: Path) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=120.0, help="least length of the load")
+    parser = load_arguments(__doc__, clients=16, seconds=120.0)
     parser.add_argument("--files", type=int, default=1000, help="new files the index run adds")
     parser.add_argument("--index-after", type=float, default=15.0, help="seconds into the load the index run starts")
     parser.add_argument("--tail", type=float, default=10.0, help="seconds of load after the index run ends")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="the load stops by then whatever happens")
-    parser.add_argument("--threads", type=int, default=8, help="waitress request threads")
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--data-dir", help="keep (and reuse) the synthetic data dir here")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    log = (lambda *_: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-
-    temporary = None if args.data_dir else tempfile.TemporaryDirectory(prefix="mmsearch-load-")
-    data_dir = Path(args.data_dir or temporary.name)
+    log, temporary, data_dir, library, build_seconds = prepare(args)
     files_dir = tempfile.TemporaryDirectory(prefix="mmsearch-new-")
     folder = Path(files_dir.name) / "new"
-    log(f"building a {args.items}-item index in {data_dir} ...")
-    library, build_seconds = build(data_dir, args.items, log)
     items_before = library.store.counts()["items"]
     written = write_files(folder, args.files, items_before)
     log(f"{items_before} items; wrote {sum(written.values())} new files {written} to {folder}; starting the server ...")
