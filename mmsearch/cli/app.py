@@ -76,7 +76,9 @@ class _Group(click.Group):
     (``{"error": {"code", "message"}}``); exit 1 for errors, 2 for a bad command line, 130 for Ctrl-C."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        raw = [*ctx._protected_args, *ctx.args]  # before parsing: a bad option still knows about --json
+        # the raw arguments, before parsing, so a bad option still knows about --json (click < 8.2 keeps the
+        # command's own arguments in ctx.args alone)
+        raw = [*getattr(ctx, "_protected_args", ()), *ctx.args]
         try:
             return super().invoke(ctx)
         except MMSearchError as exc:
