@@ -267,14 +267,19 @@ def test_more_like_this_and_detail_view(page, server):
     expect(page.locator("#q")).to_have_value("yellow")
 
 
-def test_record_from_the_microphone(page, server):
-    page.goto("/?modality=audio")
+def record(page: Page, ms: int) -> None:
+    """Record ms of the fake microphone and search with it."""
     page.click("#mic")
     expect(page.locator("#mic")).to_have_attribute("aria-pressed", "true")
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(ms)
     page.click("#mic")
     expect(page.locator('.qchip[data-kind="audio"]')).to_contain_text("recording")
     expect(page.locator("#status")).to_contain_text("results")
+
+
+def test_record_from_the_microphone(page, server):
+    page.goto("/?modality=audio")
+    record(page, 1500)
     assert set(cards(page).evaluate_all("cards => cards.map((c) => c.dataset.modality)")) == {"audio"}
 
 
@@ -517,12 +522,7 @@ def test_the_page_works_under_its_csp_without_a_violation(browser, server):
         page.locator("#results .card.audio .wave").first.click()
         page.wait_for_function("""() => { const a = document.querySelector('.card.audio audio');
                                           return a && !a.paused && a.currentTime > 0; }""")
-        page.click("#mic")
-        expect(page.locator("#mic")).to_have_attribute("aria-pressed", "true")
-        page.wait_for_timeout(1000)
-        page.click("#mic")
-        expect(page.locator('.qchip[data-kind="audio"]')).to_contain_text("recording")
-        expect(page.locator("#status")).to_contain_text("results")
+        record(page, 1000)
         assert page.evaluate("window.__csp || []") == []
         assert not [m for m in console if "Content Security Policy" in m], console
         # the watch itself works: an inline style attribute is refused and reported
