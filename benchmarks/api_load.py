@@ -94,7 +94,7 @@ def build(data_dir: Path, items: int, log) -> tuple[Library, float]:
                  "text": f"synthetic note {i}" if k == "text" else None}
                 for i, k in zip(ids, kinds)])
             session.execute(insert(Vector), [
-                {"item_id": int(i), "part": CONTENT, "encoder": audio_key if k == "audio" else image_key,
+                {"item_id": int(i), "slot": 0, "kind": CONTENT, "encoder": audio_key if k == "audio" else image_key,
                  "dim": dim, "data": vector_bytes(v), "generation": generation}
                 for i, k, v in zip(ids, kinds, vectors)])
         log(f"  inserted {start + count} synthetic items")

@@ -54,7 +54,7 @@ def populate(library: Library, vectors: np.ndarray, selective_every: int) -> Non
             items.append({"id": i, "path": f"/media/{folder}/{i:07d}.{'txt' if rare else 'jpg'}",
                           "modality": "text" if rare else "image", "size": 1000 + i, "mtime_ns": i,
                           "status": "ok", "indexed_at": now})
-            rows.append({"item_id": i, "part": CONTENT, "encoder": "ViT-B-32/laion2b_s34b_b79k", "dim": DIM,
+            rows.append({"item_id": i, "slot": 0, "kind": CONTENT, "encoder": "ViT-B-32/laion2b_s34b_b79k", "dim": DIM,
                          "data": vector_bytes(vector), "generation": generation})
         session.execute(Item.__table__.insert(), items)
         session.execute(Vector.__table__.insert(), rows)

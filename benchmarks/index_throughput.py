@@ -44,7 +44,7 @@ from mmsearch.encoders.loading import load_clip_encoder, resolve_spec  # noqa: E
 from mmsearch.indexer.decode import decode_image  # noqa: E402
 from mmsearch.library import Library  # noqa: E402
 from mmsearch.settings import SETTINGS, load_settings  # noqa: E402
-from timing import CallTimer  # noqa: E402
+from timing import CallTimer, Stopwatch  # noqa: E402
 
 DEFAULT_BATCH = next(s.default for s in SETTINGS if s.name == "batch_size")
 TARGET = 0.8  # the pipeline should keep at least this share of raw model throughput
@@ -97,31 +97,6 @@ def load_batches(encoder: ClipEncoder, paths: list[Path], batch_size: int) -> li
     """Decode and preprocess every image up front, stacked into the batches the indexer would form."""
     tensors = [encoder.preprocess_image(decode_image(path.read_bytes(), 10**9).image) for path in paths]
     return [torch.stack(tensors[i:i + batch_size]) for i in range(0, len(tensors), batch_size)]
-
-
-class Stopwatch:
-    """Wall time of a block, and how busy the other processes kept the CPUs meanwhile (in cores,
-    from /proc/stat minus this process's own CPU time; None where /proc/stat is absent)."""
-
-    def __enter__(self) -> "Stopwatch":
-        self.started, self._busy, self._own = time.perf_counter(), _cpu_busy(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.started
-        busy, own = _cpu_busy(), time.process_time() - self._own
-        self.others = None if busy is None else max(0.0, (busy - self._busy - own) / self.seconds)
-
-
-def _cpu_busy() -> float | None:
-    """Seconds all CPUs have spent busy since boot."""
-    try:
-        with open("/proc/stat") as handle:
-            ticks = [int(v) for v in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is already in user
 
 
 def raw_throughput(encoder: ClipEncoder, batches: list[torch.Tensor],

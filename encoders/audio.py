@@ -133,17 +133,43 @@ class AudioEncoder:
         self.window_batch = window_batch
 
     def encode_waves(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """Windows of all the sounds share tower batches (short sounds fill them together); only one
-        batch of windows is ever copied, so memory does not grow with the length of a sound."""
-        totals = torch.zeros(len(waves), self.dim)
-        pending = [(row, i) for row, wave in enumerate(waves) for i in range(window_count(len(wave), self.config))]
+        """One vector per sound: its windows' mean, re-normalised."""
+        return np.stack([sound.vector for sound in self.embed_waves(waves)]) if len(waves) else \
+            np.zeros((0, self.dim), np.float32)
+
+    def embed_waves(self, waves: Sequence[np.ndarray]) -> list[EmbeddedSound]:
+        """Each sound's vector and, for a sound longer than one window, each window's as its segments.
+        Windows of all the sounds share tower batches (short sounds fill them together); only one batch of
+        windows is ever copied, so memory does not grow with the length of a sound."""
+        counts = [window_count(len(wave), self.config) for wave in waves]
+        each = [np.zeros((n, self.dim), np.float32) for n in counts]
+        pending = [(row, i) for row, n in enumerate(counts) for i in range(n)]
         with torch.inference_mode():
             for start in range(0, len(pending), self.window_batch):
                 chunk = pending[start:start + self.window_batch]
                 batch = torch.from_numpy(np.stack([window(waves[row], i, self.config) for row, i in chunk]))
-                embedded = self.tower(batch.to(self.device)).float().cpu()
-                totals.index_add_(0, torch.tensor([row for row, _ in chunk]), embedded)
-        return F.normalize(totals, dim=1).numpy()
+                embedded = self.tower(batch.to(self.device)).float().cpu().numpy()
+                for (row, i), vector in zip(chunk, embedded):
+                    each[row][i] = vector
+        out = []
+        for wave, vectors in zip(waves, each):
+            total = vectors.sum(axis=0, dtype=np.float64)
+            pooled = (total / max(np.linalg.norm(total), 1e-12)).astype(np.float32)
+            seconds = len(wave) / self.config.sample_rate
+            spans = [(i * self.config.window_seconds, min((i + 1) * self.config.window_seconds, seconds))
+                     for i in range(len(vectors))] if len(vectors) > 1 else []
+            out.append(EmbeddedSound(pooled, vectors if spans else vectors[:0], spans))
+        return out
+
+
+@dataclass
+class EmbeddedSound:
+    """A sound's vector, and its segments (one per window, with start and end in seconds) when it is
+    longer than one window."""
+
+    vector: np.ndarray
+    segments: np.ndarray
+    spans: list[tuple[float, float]]
 
 
 # --- checkpoints ----------------------------------------------------------------------------------

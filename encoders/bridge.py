@@ -107,6 +107,11 @@ class ClapAudioEncoder:
         self.dim = weights.shape[1]
         self.config = type("ClapConfig", (), {"sample_rate": CLAP_RATE})()
 
+    def embed_waves(self, waves: Sequence[np.ndarray]) -> list:
+        """Whole sounds only: CLAP pools its own windows, so a CLAP-bridged sound has no segments."""
+        from .audio import EmbeddedSound
+        return [EmbeddedSound(v, np.zeros((0, self.dim), np.float32), []) for v in self.encode_waves(waves)]
+
     def encode_waves(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         out = np.zeros((len(waves), self.dim), np.float32)
         for row, wave in enumerate(waves):  # CLAP takes ~10 s windows itself; one sound at a time bounds memory

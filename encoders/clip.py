@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .passages import spans
+
 
 class ClipEncoder:
     """Wraps a loaded open_clip model. ``preprocess_image`` is thread-safe and meant for decode workers."""
@@ -39,6 +41,24 @@ class ClipEncoder:
         with torch.inference_mode():
             features = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
             return _normalised(features)
+
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens of text the tower reads, start and end markers aside."""
+        return int(getattr(self.tokenizer, "context_length", None) or 77) - 2
+
+    def count_tokens(self, text: str) -> int:
+        encode = getattr(self.tokenizer, "encode", None)  # open_clip's SimpleTokenizer
+        if encode is None and hasattr(self.tokenizer, "tokenizer"):  # open_clip's HFTokenizer
+            return len(self.tokenizer.tokenizer.encode(text, add_special_tokens=False))
+        if encode is None:  # any other: the tokens it keeps, markers aside (a full row may have been cut)
+            return int((self.tokenizer([text]) != 0).sum()) - 2
+        return len(encode(text))
+
+    def passages(self, text: str) -> list[tuple[int, int]]:
+        """Character ranges of the windows of ``text`` that each fit the tower; [] when all of it fits."""
+        return spans(text, self.count_tokens, self.context_tokens)
 
 
 def _normalised(features: torch.Tensor) -> np.ndarray:

@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from mmsearch.encoders.identity import encoder_key
 from mmsearch.search.store import Store
-from mmsearch.search.tables import OK, PENDING
-from mmsearch.search.writes import Batch
+from mmsearch.search.tables import OK, PASSAGE, PENDING, SEGMENT
+from mmsearch.search.writes import Batch, Part
 
 from .decode import Decoded, DecodeError, content_hash, decode, decode_audio, file_hash, model_input_side, probe_audio
 from .bounded import bounded_map
@@ -117,7 +117,8 @@ class Indexer:
             out.error = f"cannot read file: {exc.strerror or exc}"
             return out
         out.caption = read_caption(entry.caption_path, self.options.max_text_chars)
-        if task.row is not None and task.row.content_hash == out.hash and task.row.status != PENDING:
+        if task.row is not None and task.row.content_hash == out.hash and task.row.status != PENDING \
+                and not task.upgrade:
             out.same_content = True
             return out
         if task.row is None and self._by_hash.get(out.hash) and not force_decode:
@@ -180,7 +181,7 @@ class Indexer:
         captions = self._embed_captions(batch)
         with self.store.batch() as writes:
             for prepared in batch:
-                self._write(writes, prepared, vectors.get(id(prepared)), report)
+                self._write(writes, prepared, *vectors.get(id(prepared), (None, [])), report)
                 task, caption = prepared.task, captions.get(id(prepared))
                 writes.caption(task.row.id if task.row else None, task.entry.path, caption,
                                encoder_key(self.encoder.identity) if caption is not None else "")
@@ -193,9 +194,10 @@ class Indexer:
             return {}
         return {id(p): v for p, v in zip(todo, self.encoder.encode_texts([p.caption for p in todo]))}
 
-    def _embed(self, batch: list[Prepared]) -> dict[int, np.ndarray]:
-        """Resolve moves/copies first, then run the model once per modality for the rest."""
-        out: dict[int, np.ndarray] = {}
+    def _embed(self, batch: list[Prepared]) -> dict[int, tuple[np.ndarray, list[Part]]]:
+        """Resolve moves/copies first, then run the model once per modality for the rest: each item's vector
+        and its parts (a long note's passages, a long sound's segments)."""
+        out: dict[int, tuple[np.ndarray, list[Part]]] = {}
         for prepared in batch:
             if prepared.task.row is None and prepared.hash and prepared.decoded is None and not prepared.error:
                 claimed = self._claim_move(prepared)
@@ -209,15 +211,29 @@ class Indexer:
         if images:
             import torch  # only here: planning and no-op runs never import torch
             for p, vector in zip(images, self.encoder.encode_pixels(torch.stack([p.pixels for p in images]))):
-                out[id(p)] = vector
+                out[id(p)] = vector, []
         if texts:
-            for p, vector in zip(texts, self.encoder.encode_texts([p.decoded.text for p in texts])):
-                out[id(p)] = vector
+            passages = self._passages([p.decoded.text for p in texts])
+            for p, vector, parts in zip(texts, self.encoder.encode_texts([p.decoded.text for p in texts]), passages):
+                out[id(p)] = vector, parts
         sounds = [p for p in batch if p.decoded is not None and p.decoded.wave is not None and not p.error]
         if sounds:
-            for p, vector in zip(sounds, self.audio_encoder.encode_waves([p.decoded.wave for p in sounds])):
-                out[id(p)] = vector
+            for p, sound in zip(sounds, self.audio_encoder.embed_waves([p.decoded.wave for p in sounds])):
+                out[id(p)] = sound.vector, [Part(SEGMENT, start, end, v) for (start, end), v
+                                            in zip(sound.spans, sound.segments)]
                 p.decoded.wave = None
+        return out
+
+    def _passages(self, texts: list[str], chunk: int = 256) -> list[list[Part]]:
+        """Each text's passages (none when the text tower reads all of it), embedded in bounded batches."""
+        spans = [self.encoder.passages(text) for text in texts]
+        pieces = [(row, start, end) for row, found in enumerate(spans) for start, end in found]
+        out: list[list[Part]] = [[] for _ in texts]
+        for first in range(0, len(pieces), chunk):
+            window = pieces[first:first + chunk]
+            vectors = self.encoder.encode_texts([texts[row][start:end] for row, start, end in window])
+            for (row, start, end), vector in zip(window, vectors):
+                out[row].append(Part(PASSAGE, start, end, vector))
         return out
 
     def _claim_move(self, prepared: Prepared) -> Row | None:
@@ -237,7 +253,8 @@ class Indexer:
                 return row
         return None
 
-    def _write(self, writes: Batch, prepared: Prepared, vector: np.ndarray | None, report: IndexReport) -> None:
+    def _write(self, writes: Batch, prepared: Prepared, vector: np.ndarray | None, parts: list[Part],
+               report: IndexReport) -> None:
         entry, row = prepared.task.entry, prepared.task.row
         item, moved = writes.item(row.id if row else None, entry.path, entry.modality, size=entry.size,
                                   mtime_ns=entry.mtime_ns, content_hash=prepared.hash, caption=prepared.caption)
@@ -262,12 +279,12 @@ class Indexer:
             report.updated += 1
         meta = prepared.decoded.meta if prepared.decoded else {}
         if meta.get("copy_of") is not None:
-            vector = writes.copy_of(item, meta["copy_of"])
+            vector, parts = writes.copy_of(item, meta["copy_of"])
         else:
             writes.describe(item, meta, prepared.decoded.text if prepared.decoded else None)
         tower = self.audio_encoder if entry.modality == "audio" else self.encoder
         writes.content(item, vector, encoder_key(tower.identity) if vector is not None else "",
-                       AUDIO_WAITING if entry.modality == "audio" else "waiting to be embedded")
+                       AUDIO_WAITING if entry.modality == "audio" else "waiting to be embedded", parts)
 
     def _remove(self, rows: list[Row], report: IndexReport) -> None:
         if rows:

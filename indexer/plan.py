@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmsearch.modalities import sidecar_of
-from mmsearch.search.tables import FAILED, PENDING
+from mmsearch.search.tables import FAILED, LAYOUT, OK, PENDING
 
 from .decode import DecodeError, decode_text
 from .scan import FileEntry, ScanResult, under
@@ -42,6 +42,14 @@ class Row:
     content_hash: str | None
     status: str
     caption: str | None
+    layout: int | None = None
+
+    def needs_parts(self, embeddable: frozenset[str]) -> bool:
+        """Indexed before passages and segments existed: a note or a sound to embed again, whole."""
+        return self.status == OK and self.modality in embeddable & PARTED and (self.layout or 0) < LAYOUT
+
+
+PARTED = frozenset({"text", "audio"})  # the modalities whose items may have passages or segments
 
 
 @dataclass
@@ -49,6 +57,7 @@ class Task:
     entry: FileEntry
     row: Row | None  # the row at the same path, if any
     caption_only: bool = False  # the file is unchanged, its caption sidecar is not
+    upgrade: bool = False  # the file is unchanged, its passages or segments are still to be made
 
 
 @dataclass
@@ -75,17 +84,21 @@ def plan(rows: list[Row], scanned: ScanResult, roots: list[str], embeddable: fro
             tasks.append(Task(entry, row))
         elif row.status == PENDING and row.modality in embeddable:
             tasks.append(Task(entry, row))
+        elif row.needs_parts(embeddable):
+            tasks.append(Task(entry, row, upgrade=True))
         elif row.status != FAILED and row.caption != read_caption(entry.caption_path, max_text_chars):
             tasks.append(Task(entry, row, caption_only=True))
         else:
             unchanged += 1
-    # Items waiting for a vector elsewhere (e.g. after --reembed) are embedded too, wherever they live.
+    # Items waiting for a vector or their parts elsewhere (e.g. after --reembed, or indexed before passages
+    # and segments existed) are embedded too, wherever they live: a data dir is never left half-old.
     for row in rows:
-        if (row.status == PENDING and row.modality in embeddable and row.path not in scanned.files
+        waiting = row.status == PENDING and row.modality in embeddable
+        if ((waiting or row.needs_parts(embeddable)) and row.path not in scanned.files
                 and not under(row.path, roots) and os.path.isfile(row.path)):
             info = os.stat(row.path)
             tasks.append(Task(FileEntry(row.path, row.modality, info.st_size, info.st_mtime_ns,
-                                        sidecar_of(row.path)), row))
+                                        sidecar_of(row.path)), row, upgrade=not waiting))
     vanished = [row for row in rows if under(row.path, roots) and row.path not in scanned.files]
     return Plan(tasks, vanished, by_hash, unchanged)
 

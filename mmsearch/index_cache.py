@@ -16,7 +16,8 @@ from mmsearch.encoders.identity import encoder_key
 from mmsearch.modalities import MODALITIES
 from mmsearch.search.store import Store
 from mmsearch.search.tables import FUSED
-from mmsearch.search.vector_index import FaissIndex, IndexState, Partitioned, SyncReport, check, sync
+from mmsearch.search.index_sync import SyncReport, check, sync
+from mmsearch.search.vector_index import FaissIndex, IndexState, Partitioned
 
 from .settings import Settings
 
@@ -45,8 +46,8 @@ class IndexCache:
         stored = self.store.get_meta("model")
         weights = json.dumps(self.settings.modality_weights, sort_keys=True)
         if stored is None:
-            return IndexState(0, "", 0, self.settings.index_type, weights, space)
-        return IndexState(0, encoder_key(stored), int(stored["dim"]), self._factory(space), weights, space)
+            return IndexState(0, "", 0, self.settings.index_type, weights, space, "vector")
+        return IndexState(0, encoder_key(stored), int(stored["dim"]), self._factory(space), weights, space, "vector")
 
     def _factory(self, space: str) -> str:
         """The configured index type; a part with fewer vectors than the IVF type has lists is searched
@@ -86,7 +87,7 @@ class IndexCache:
             return current
         want = self.wanted(space)
         if want.dim == 0:
-            index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights, space))
+            index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights, space, "vector"))
         else:
             cached = current if current is not None else FaissIndex.load(self.file(space))
             index, self._reports[space] = sync(cached, self.store, want)
@@ -126,7 +127,8 @@ class IndexCache:
 
     def stats(self) -> dict:
         index, want = self.index(), self.wanted()
-        return {"type": want.factory, "ntotal": index.ntotal, "dim": want.dim or None, "device": index.device,
+        return {"type": want.factory, "ntotal": index.ntotal, "items": len(index.item_ids()), "dim": want.dim or None,
+                "device": index.device,
                 "by_modality": {space: {"ntotal": part.ntotal, "type": part.state.factory}
                                 for space, part in index.parts.items()}}
 

@@ -19,7 +19,8 @@ import numpy as np
 from mmsearch.search.query import Searcher, SearchResponse
 from mmsearch.search.request import SearchRequest
 from mmsearch.search.store import Store
-from mmsearch.search.vector_index import Partitioned, SyncReport
+from mmsearch.search.index_sync import SyncReport
+from mmsearch.search.vector_index import Partitioned
 
 from . import training
 from .datadir import DataDir

@@ -23,7 +23,7 @@ from .syntax import parse_query
 FILTER_KEYS = ("path_prefix", "path_glob", "date_from", "date_to", "date_field", "min_size", "max_size",
                "has_caption")
 OPTION_KEYS = ("text", "q", "like", "parts", "k", "offset", "modality", "filters", "fusion", "weights", "explain",
-               "rrf_k", "exclude_self", "dedupe", "index") + FILTER_KEYS
+               "rrf_k", "exclude_self", "dedupe", "index", "hybrid", "alpha") + FILTER_KEYS
 # the fields each form of API request takes (its OpenAPI schema): a query string has q and flat filters, a
 # JSON body text and a filters object, a form text, flat filters or a filters object (JSON), and files
 FIELDS = {"query": tuple(k for k in OPTION_KEYS if k not in ("text", "filters", "parts", "weights")),
@@ -224,7 +224,7 @@ def build(options: Mapping[str, Any], extra: Sequence[QueryPart] = (), allow_fil
             raise BadRequest(f"weights must be a list of {len(parts)} numbers, one per query part")
         for n, (part, weight) in enumerate(zip(parts, weights)):
             weight = _number(f"weights[{n}]", weight)
-            parts[n] = QueryPart(part.kind, part.value, weight, part.label)
+            parts[n] = QueryPart(part.kind, part.value, weight, part.label, part.words)
     mods = modalities(options.get("modality"))
     raw_filters = options.get("filters")
     if raw_filters is None:
@@ -254,6 +254,8 @@ def build(options: Mapping[str, Any], extra: Sequence[QueryPart] = (), allow_fil
         else False,
         dedupe=dedupe or None,
         index=_string("index", options["index"], 40) if options.get("index") else None,
+        hybrid=_bool("hybrid", options["hybrid"]) if options.get("hybrid") is not None else False,
+        alpha=_number("alpha", options["alpha"]) if options.get("alpha") is not None else 0.5,
     )
     limits.check(request)
     return request

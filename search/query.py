@@ -11,9 +11,10 @@ import numpy as np
 from mmsearch.errors import MMSearchError
 
 from . import fusion
+from .matches import describe_match, explain
 from .request import Filters, QueryPart, SearchRequest
 from .store import Store
-from .tables import FUSED, Item
+from .tables import FUSED, Item, slot_of
 from .vector_index import FaissIndex, Partitioned
 
 LATE_DEPTH = 100  # each positive part's list in late fusion reaches at least this deep
@@ -25,6 +26,7 @@ class Hit:
     score: float
     item: Item
     parts: list[dict] | None = None
+    match: dict | None = None  # the item's vector that matched best: kind, score and where it lies
 
 
 @dataclass
@@ -46,6 +48,7 @@ class RankedList:
     scores: dict[int, float]
     ranks: dict[int, int]
     spread: np.ndarray  # the list's scores, whose range or distribution relative and dbsf normalise by
+    best: dict[int, int] = field(default_factory=dict)  # item id → its best-matching vector's id
 
     def fused_range(self, how: str) -> tuple[float, float]:
         return fusion.min_max(self.spread) if how == "relative" else fusion.three_sigma(self.spread)
@@ -64,11 +67,12 @@ class Searcher:
             raise MMSearchError("k must be a positive integer")
         filters = Filters(modalities=list(modalities) if modalities else None)
         allowed = self.store.filter_ids(filters) if filters.active else None
-        pairs = self._search(np.asarray(vector, np.float32).reshape(-1), k, allowed, self._main(filters))
+        found = self._search(np.asarray(vector, np.float32).reshape(-1), k, allowed, self._main(filters))
+        pairs = [(i, s) for i, s, _ in found]
         if first is not None:
             # Exact duplicates tie with the item itself; the item asked about leads.
             pairs.sort(key=lambda p: (p[0] != first, -p[1]))
-        return self._hits(pairs)
+        return self._hits(pairs, {i: (s, v) for i, s, v in found})
 
     def like(self, item_id: int, k: int, modalities: Sequence[str] | None = None) -> list[Hit]:
         return self.by_vector(self.item_vector(item_id), k, modalities, first=item_id)
@@ -84,23 +88,34 @@ class Searcher:
         return vector
 
     def _fused(self, ids: list[int]) -> dict[int, np.ndarray]:
-        """Items' vectors in the main index (fused with their captions), exactly as SQL holds them."""
-        return self.store.space_vectors(FUSED, ids, self.index.state.weight_map())
+        """Items' one vector each (content fused with caption: store.item_vectors), from SQL."""
+        return self.store.item_vectors(ids, self.index.state.weight_map())
 
     def _main(self, filters: Filters) -> Partitioned:
         """The whole index, less the parts a modality filter leaves out."""
         return self.index.only(filters.modalities) if filters.modalities else self.index
 
     def _search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None, index: Partitioned | FaissIndex
-                ) -> list[tuple[int, float]]:
+                ) -> list[tuple[int, float, int]]:
+        """The top-k items as (item id, score, id of its best vector): an item scores its best vector."""
         if index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
             return []
-        scores, ids = index.search(vector, k, allowed)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        scores, ids, vectors = index.search(vector, k, allowed)
+        return [(int(i), float(s), int(v)) for i, s, v in zip(ids[0], scores[0], vectors[0]) if i >= 0]
 
-    def _hits(self, pairs: list[tuple[int, float]]) -> list[Hit]:
+    def _hits(self, pairs: list[tuple[int, float]], matched: dict[int, tuple[float, int]]) -> list[Hit]:
+        """Hits with their items from SQL and, from ``matched`` (item id → score, vector id), what matched."""
         items = self.store.items_by_id(i for i, _ in pairs)
-        return [Hit(i, s, items[i]) for i, s in pairs if i in items]
+        hits = [Hit(i, s, items[i]) for i, s in pairs if i in items]
+        located = self.store.part_vectors([hit.id for hit in hits if hit.id in matched], data=False)
+        for hit in hits:
+            if hit.id in matched and matched[hit.id][1] < 0:
+                hit.match = {"kind": "lexical", "score": matched[hit.id][0]}
+            elif hit.id in matched:
+                score, vector_id = matched[hit.id]
+                row = next((r for r in located.get(hit.id, ()) if r.slot == slot_of(vector_id)), None)
+                hit.match = describe_match(row, score, hit.item) if row is not None else None
+        return hits
 
     # --- multi-part requests ------------------------------------------------------------------------
     def search(self, request: SearchRequest, embed: Callable[[QueryPart], np.ndarray]) -> SearchResponse:
@@ -115,11 +130,21 @@ class Searcher:
         lists: list[RankedList] = []
         used = FUSED
         if request.fusion == "early":
-            ranked = self._search(fusion.early(vectors, weights), depth, allowed, self._main(request.filters))
+            found = self._search(fusion.early(vectors, weights), max(depth, LATE_DEPTH) if request.hybrid else depth,
+                                 allowed, self._main(request.filters))
+            ranked = [(i, s) for i, s, _ in found]
+            matched = {i: (s, v) for i, s, v in found}
         else:
             used = request.index or "modality"  # late fusion ranks within each modality unless asked
             lists = self._late_lists(request, vectors, max(depth, LATE_DEPTH), allowed, used)
             ranked = self._fuse(lists, request)
+            matched = self._matched(lists)
+        lexical: dict[int, dict[int, tuple[int, float]]] = {}
+        if request.hybrid:
+            ranked, lexical = self._hybrid(request, ranked, max(depth, LATE_DEPTH), allowed)
+            for found_words in lexical.values():
+                for item_id, (_, score) in found_words.items():
+                    matched.setdefault(item_id, (score, -1))  # found by its words alone
         likes = [p.value for p in request.parts if p.kind == "item"]
         if len(request.parts) == 1 and likes and not request.exclude_self:
             ranked.sort(key=lambda p: (p[0] != likes[0], -p[1]))
@@ -127,9 +152,15 @@ class Searcher:
         if request.dedupe is not None:
             ranked = self._dedupe(ranked, request.dedupe)
         page = ranked[request.offset:want]
-        hits = self._hits(page)
+        hits = self._hits(page, matched)
         if request.explain:
-            self._explain(hits, request.parts, vectors, lists)
+            explain(hits, request.parts, vectors, lists, self.store.part_vectors([h.id for h in hits]),
+                    self._fused([h.id for h in hits]))
+            for hit in hits:
+                for n, entry in enumerate(hit.parts):
+                    if n in lexical:
+                        rank, score = lexical[n].get(hit.id, (None, None))
+                        entry["lexical"] = {"rank": rank, "score": score}
         next_offset = want if len(ranked) > want else None
         took = (time.perf_counter() - started) * 1000
         described = [{"label": p.label, "kind": p.kind, "weight": p.weight} for p in request.parts]
@@ -168,9 +199,9 @@ class Searcher:
             for space, index in spaces:
                 hits = self._search(vector, depth, allowed, index)
                 if hits:
-                    lists.append(RankedList(n, space, part.weight, dict(hits),
-                                            {i: r for r, (i, _) in enumerate(hits, start=1)},
-                                            np.array([s for _, s in hits])))
+                    lists.append(RankedList(n, space, part.weight, {i: s for i, s, _ in hits},
+                                            {i: r for r, (i, _, _) in enumerate(hits, start=1)},
+                                            np.array([s for _, s, _ in hits]), {i: v for i, _, v in hits}))
         candidates = sorted({i for ranked in lists for i in ranked.ranks})
         for n, (part, vector) in enumerate(zip(request.parts, vectors)):
             if part.weight > 0 or not candidates:
@@ -186,17 +217,54 @@ class Searcher:
         """(scores, ranks) of the candidates in one space's full ranking for this vector, and the scores of
         everything down to the lowest candidate (the list a negative part is normalised over)."""
         mine = index.vectors(candidates)
-        if mine is None:
-            mine = self.store.space_vectors(space, candidates, self.index.state.weight_map())
+        if mine is None:  # an index that cannot give vectors back: SQL's, the items of this space only
+            held = set(index.item_ids().tolist())
+            mine = {i: np.stack([r.vector for r in rows]) for i, rows in self.store.part_vectors(candidates).items()
+                    if i in held}
         if not mine:
             return None
-        scores = np.stack(list(mine.values())) @ vector
+        scores = np.array([float((matrix @ vector).max()) for matrix in mine.values()])  # each item's best vector
         ahead = np.sort(index.scores_above(vector, float(scores.min()) - 1e-5, allowed))
         # rank = 1 + how many score higher; the margin keeps an item from counting its own score
         ranks = 1 + len(ahead) - np.searchsorted(ahead, scores + 1e-6, side="right")
         ids = list(mine)
         spread = ahead if len(ahead) >= len(scores) else np.concatenate([ahead, scores])  # IVF may miss some
         return dict(zip(ids, scores.tolist())), dict(zip(ids, ranks.tolist())), spread
+
+    def _hybrid(self, request: SearchRequest, ranked: list[tuple[int, float]], depth: int,
+                allowed: np.ndarray | None) -> tuple[list[tuple[int, float]], dict[int, dict[int, tuple[int, float]]]]:
+        """The vector ranking fused by RRF with each positive text part's full-text ranking (BM25):
+        alpha / (k + vector rank) + (1 − alpha) · Σ (wᵢ / Σw) / (k + lexical rankᵢ). Returns the fused
+        ranking and, per text part, item id → (lexical rank, score)."""
+        texts = [(n, p) for n, p in enumerate(request.parts) if p.kind == "text" and p.weight > 0]
+        total = sum(p.weight for _, p in texts)
+        lexical = {n: {item_id: (rank, score) for rank, (item_id, score)
+                       in enumerate(self.store.lexical(p.words or p.value, depth, allowed), start=1)} for n, p in texts}
+        fused: dict[int, float] = {}
+        for rank, (item_id, _) in enumerate(ranked, start=1):
+            fused[item_id] = request.alpha / (request.rrf_k + rank)
+        for n, part in texts:
+            for item_id, (rank, _) in lexical[n].items():
+                share = (1 - request.alpha) * part.weight / total
+                fused[item_id] = fused.get(item_id, 0.0) + share / (request.rrf_k + rank)
+        # Ties (the vector list's first and the word list's first both get alpha/(k+1) at alpha 0.5) go to
+        # the item the words matched, then to the vector ranking's order: hybrid was asked for the words.
+        order = {item_id: position for position, (item_id, _) in enumerate(ranked)}
+        worded = {item_id for found in lexical.values() for item_id in found}
+        return sorted(fused.items(), key=lambda p: (-round(p[1], 12), p[0] not in worded, order.get(p[0], len(order)),
+                                                    p[0])), lexical
+
+    @staticmethod
+    def _matched(lists: list[RankedList]) -> dict[int, tuple[float, int]]:
+        """Each item's best match over the positive parts' lists: (score, vector id)."""
+        out: dict[int, tuple[float, int]] = {}
+        for ranked_list in lists:
+            if ranked_list.weight > 0:
+                for item_id, vector_id in ranked_list.best.items():
+                    score = ranked_list.scores[item_id]
+                    if item_id not in out or score > out[item_id][0]:
+                        out[item_id] = (score, vector_id)
+        return out
 
     def _excluded(self, request: SearchRequest) -> set[int]:
         if not request.exclude_self:
@@ -225,21 +293,3 @@ class Searcher:
                 if vector is not None:
                     vectors.append(vector)
         return kept
-
-    def _explain(self, hits: list[Hit], parts: list[QueryPart], vectors: list[np.ndarray],
-                 lists: list[RankedList]) -> None:
-        """Each result's similarity to each part, with its own vectors' similarities (content, caption) so a
-        caption match shows as one; for late fusion, its rank in that part's list (of its modality)."""
-        ids = [hit.id for hit in hits]
-        own = self.store.part_vectors(ids)
-        fused = self._fused(ids)
-        for hit in hits:
-            vector = fused.get(hit.id)
-            hit.parts = []
-            for n, (part, query) in enumerate(zip(parts, vectors)):
-                entry = {"label": part.label, "weight": part.weight,
-                         "score": float(vector @ query) if vector is not None else None,
-                         "vectors": {name: float(v @ query) for name, v in sorted(own.get(hit.id, {}).items())}}
-                if lists:
-                    entry["rank"] = next((l.ranks[hit.id] for l in lists if l.part == n and hit.id in l.ranks), None)
-                hit.parts.append(entry)

@@ -56,6 +56,7 @@ class QueryPart:
     value: Any
     weight: float = 1.0
     label: str = ""
+    words: str = ""  # text as typed, "quoted phrases" kept, for hybrid's full-text search; "" means value
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -116,6 +117,8 @@ class SearchRequest:
     exclude_self: bool = False  # for item parts: leave the item (and its exact duplicates) out
     dedupe: str | float | None = None  # "hash", or a cosine threshold for near duplicates
     index: str | None = None  # late fusion only; None: "modality"
+    hybrid: bool = False  # also rank the text parts lexically (full-text index) and fuse that list in
+    alpha: float = 0.5  # hybrid: the vector ranking's share, 1 − alpha the lexical one's (Weaviate's alpha)
 
     def __post_init__(self) -> None:
         if not self.parts:
@@ -134,5 +137,9 @@ class SearchRequest:
             raise MMSearchError("late fusion needs at least one part with a positive weight")
         if not isinstance(self.rrf_k, int) or self.rrf_k < 1:
             raise MMSearchError("rrf_k must be a positive integer")
+        if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or not 0 <= self.alpha <= 1:
+            raise MMSearchError("alpha must be a number from 0 to 1")
+        if self.hybrid and not any(p.kind == "text" and p.weight > 0 for p in self.parts):
+            raise MMSearchError("hybrid search needs a text part with a positive weight (words to look up)")
         if self.dedupe not in (None, "hash") and not (isinstance(self.dedupe, float) and 0 < self.dedupe <= 1):
             raise MMSearchError("dedupe must be 'hash' or a similarity threshold in (0, 1]")

@@ -33,7 +33,7 @@ def metadata(item: Item) -> dict[str, Any]:
 
 
 def item_document(item: Item, score: float | None = None, parts: list | None = None, full: bool = False,
-                  links: Links | None = None) -> dict[str, Any]:
+                  links: Links | None = None, match: dict | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": item.id, "path": item.path, "modality": item.modality}
     if score is not None:
         out["score"] = score
@@ -47,6 +47,8 @@ def item_document(item: Item, score: float | None = None, parts: list | None = N
         if full:
             out["text"] = item.text
     out["metadata"] = metadata(item)
+    if match is not None:
+        out["match"] = match
     if parts is not None:
         out["parts"] = parts
     return out
@@ -55,7 +57,7 @@ def item_document(item: Item, score: float | None = None, parts: list | None = N
 def response_document(response: SearchResponse, request: SearchRequest, links: Links | None = None
                       ) -> dict[str, Any]:
     document: dict[str, Any] = {
-        "results": [item_document(hit.item, hit.score, hit.parts, links=links) for hit in response.results],
+        "results": [item_document(hit.item, hit.score, hit.parts, links=links, match=hit.match) for hit in response.results],
         "took_ms": round(response.took_ms, 3),
         "fusion": request.fusion,
         "index": response.index,

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from mmsearch.errors import DataDirError
 
-HEAD = "0001"
+HEAD = "0003"
 # A database made before Alembic: the tables and meta schema_version 1, no alembic_version table. Its schema
 # is revision 0001's, so migrating it stamps it as that revision and upgrades from there.
 UNSTAMPED = "unstamped"
@@ -172,6 +172,11 @@ def _after_sqlite_copies(connection: Connection, counters: dict[str, int], engin
             connection.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
         elif now < seq:
             connection.exec_driver_sql("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (seq, name))
+    fts = connection.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE name = 'items_fts' OR "
+                                     "type = 'trigger' AND tbl_name = 'items' AND name LIKE 'items_fts_%'").scalar()
+    if fts not in (0, 4):  # a copy of items drops its triggers: the full-text index would fall behind it
+        raise RuntimeError("migration lost the full-text triggers on items: a revision that copies items "
+                           "must create them again (see revision 0003)")
     if connection.exec_driver_sql("PRAGMA foreign_key_check").first():
         raise DataDirError(f"{describe(engine)}: migrating would break references between tables; "
                            f"nothing was changed")

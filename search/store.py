@@ -5,7 +5,6 @@ vectors it wrote, so a vector index cache can tell exactly what it is missing.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from contextlib import contextmanager
@@ -22,9 +21,11 @@ from mmsearch.modalities import MODALITIES
 
 from . import schema
 from .filters import filter_query
+from . import fusion, health
 from .fusion import fuse_parts
 from .writes import Batch
-from .tables import CAPTION, CONTENT, FAILED, FUSED, OK, PENDING, Item, Meta, Vector
+from .tables import (CAPTION, CAPTION_SLOT, CONTENT, CONTENT_SLOT, FAILED, FUSED, OK, PASSAGE, PENDING, Item, Meta,
+                     StoredVector, Vector, vector_id)
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
@@ -43,8 +44,15 @@ def _modality(space: str) -> str:
 
 def _space_query(space: str, query):
     """Restrict a query over Vector to one space's items: those with a content vector (of one modality)."""
-    query = query.where(Vector.part == CONTENT)
+    query = query.where(Vector.item_id.in_(select(Vector.item_id).where(Vector.slot == CONTENT_SLOT)))
     return query if space == FUSED else query.join(Item).where(Item.modality == _modality(space))
+
+
+def _vector_ids(rows) -> np.ndarray:
+    if not rows:
+        return np.zeros(0, np.int64)
+    pairs = np.asarray([(row[0], row[1]) for row in rows], dtype=np.int64)
+    return vector_id(pairs[:, 0], pairs[:, 1])
 
 
 class Store:
@@ -113,86 +121,87 @@ class Store:
             yield Batch(session, self.bump_generation(session))
 
     def index_rows(self) -> list[tuple]:
-        """Every item as (id, path, modality, size, mtime_ns, content_hash, status, caption): what an index
-        run plans from."""
+        """Every item as (id, path, modality, size, mtime_ns, content_hash, status, caption, layout): what an
+        index run plans from."""
         with self.session() as session:
             return [tuple(r) for r in session.execute(select(
                 Item.id, Item.path, Item.modality, Item.size, Item.mtime_ns, Item.content_hash, Item.status,
-                Item.caption))]
+                Item.caption, Item.layout))]
 
     # --- vectors ----------------------------------------------------------------------------------
     def vector_ids(self, space: str = FUSED) -> np.ndarray:
-        """Ids of the items with a vector in this space (FUSED, or a modality: the main index's part of that modality's items)."""
+        """Vector index ids (tables.vector_id) of every vector of the items with a content vector in this
+        space (FUSED: all of them; a modality: that modality's items)."""
         with self.session() as session:
-            ids = session.scalars(_space_query(space, select(Vector.item_id))).all()
-        return np.asarray(ids, dtype=np.int64)
+            rows = session.execute(_space_query(space, select(Vector.item_id, Vector.slot))).all()
+        return _vector_ids(rows)
 
     def vector_count(self, space: str = FUSED) -> int:
         with self.session() as session:
             return int(session.scalar(select(func.count()).select_from(
                 _space_query(space, select(Vector.item_id)).subquery())))
 
-    def iter_vectors(self, weights: Mapping[str, float], since_generation: int | None = None,
-                     ids: Sequence[int] | None = None, batch: int = 10_000, space: str = FUSED
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (ids, matrix) chunks of one space's vectors, so a rebuild never holds two copies of a collection.
-
-        A fused item vector is its content vector, or normalise(w[modality]·content + w[text]·caption) for an
-        item with a caption; weights live in configuration, so changing them only rebuilds the index."""
+    def iter_vectors(self, since_generation: int | None = None, ids: Sequence[int] | None = None,
+                     batch: int = 10_000, space: str = FUSED) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (vector ids, matrix) chunks of one space's vectors, every vector of each item (content,
+        caption, passages, segments), so a rebuild never holds two copies of a collection. ``ids``: only
+        these items; ``since_generation``: only items with a vector written after it."""
         if ids is not None:  # bounded IN lists: databases cap the number of bound parameters
             for start in range(0, len(ids), 500):
                 chunk = [int(i) for i in ids[start:start + 500]]
-                yield from self._space_vectors(space, weights, since_generation, chunk, batch)
+                yield from self._space_vectors(space, since_generation, chunk, batch)
         else:
-            yield from self._space_vectors(space, weights, since_generation, None, batch)
+            yield from self._space_vectors(space, since_generation, None, batch)
 
-    def _space_vectors(self, space: str, weights: Mapping[str, float], since_generation: int | None,
-                       ids: list[int] | None, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        has_content = select(Vector.item_id).where(Vector.part == CONTENT)
-        query = (select(Vector.item_id, Vector.part, Vector.data, Item.modality).join(Item)
-                 .where(Vector.part.in_((CONTENT, CAPTION)), Vector.item_id.in_(has_content))
-                 .order_by(Vector.item_id, Vector.part))
-        if space != FUSED:
-            query = query.where(Item.modality == _modality(space))
+    def _space_vectors(self, space: str, since_generation: int | None, ids: list[int] | None, batch: int
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        query = _space_query(space, select(Vector.item_id, Vector.slot, Vector.data)).order_by(Vector.item_id,
+                                                                                               Vector.slot)
         if since_generation is not None:
             query = query.where(Vector.item_id.in_(select(Vector.item_id)
                                                    .where(Vector.generation > since_generation)))
         if ids is not None:
             query = query.where(Vector.item_id.in_(ids))
-        out_ids: list[int] = []
-        out_vectors: list[np.ndarray] = []
         with self.session() as session:
             rows = session.execute(query.execution_options(yield_per=batch))
-            for item_id, group in itertools.groupby(rows, key=lambda r: r[0]):
-                group = list(group)
-                parts = {part: np.frombuffer(data, dtype="<f4") for _, part, data, _ in group}
-                out_ids.append(item_id)
-                out_vectors.append(fuse_parts(parts, group[0][3], weights))
-                if len(out_ids) >= batch:
-                    yield np.asarray(out_ids, np.int64), _stack(out_vectors)
-                    out_ids, out_vectors = [], []
-        if out_ids:
-            yield np.asarray(out_ids, np.int64), _stack(out_vectors)
+            while chunk := rows.fetchmany(batch):
+                yield _vector_ids(chunk), _stack([np.frombuffer(data, dtype="<f4") for _, _, data in chunk])
 
-    def space_vectors(self, space: str, ids: Sequence[int], weights: Mapping[str, float]) -> dict[int, np.ndarray]:
-        """Some items' vectors in one space, by id (items without one are left out)."""
-        return {int(i): v for chunk_ids, chunk in self.iter_vectors(weights, ids=list(ids), space=space)
-                for i, v in zip(chunk_ids, chunk)}
-
-    def part_vectors(self, ids: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
-        """Each item's stored vectors by part (content, caption): what its fused vector is made of."""
-        out: dict[int, dict[str, np.ndarray]] = {}
-        with self.session() as session:
-            for start in range(0, len(ids), 500):
-                rows = session.execute(select(Vector.item_id, Vector.part, Vector.data)
-                                       .where(Vector.item_id.in_([int(i) for i in ids[start:start + 500]])))
-                for item_id, part, data in rows:
-                    out.setdefault(item_id, {})[part] = np.frombuffer(data, dtype="<f4").copy()
+    def item_vectors(self, ids: Sequence[int], weights: Mapping[str, float]) -> dict[int, np.ndarray]:
+        """Each item's one vector, as early fusion, --like and near-duplicate checks use it: its content
+        (a long note's: the mean of its passages, which read all of it) fused with its caption
+        (search.fusion.fuse_parts); items without a content vector are left out."""
+        out: dict[int, np.ndarray] = {}
+        items = self.items_by_id(ids)
+        for item_id, rows in self.part_vectors(ids).items():
+            parts = {row.kind: row.vector for row in rows if row.kind in (CONTENT, CAPTION)}
+            passages = [row.vector for row in rows if row.kind == PASSAGE]
+            if CONTENT not in parts or item_id not in items:
+                continue
+            if passages:
+                parts[CONTENT] = fusion.normalise(np.sum(passages, axis=0, dtype=np.float64))
+            out[item_id] = fuse_parts(parts, items[item_id].modality, weights)
         return out
 
-    def item_vector(self, item_id: int, part: str = CONTENT) -> np.ndarray | None:
+    def part_vectors(self, ids: Sequence[int], data: bool = True) -> dict[int, list[StoredVector]]:
+        """Each item's stored vectors in slot order (content, caption, passages or segments); ``data``
+        False leaves the vectors out (their kinds and spans only)."""
+        out: dict[int, list[StoredVector]] = {}
+        columns = [Vector.item_id, Vector.slot, Vector.kind, Vector.span_start, Vector.span_end]
         with self.session() as session:
-            row = session.get(Vector, (item_id, part))
+            for start in range(0, len(ids), 500):
+                chunk = [int(i) for i in ids[start:start + 500]]
+                rows = session.execute(select(*columns, *([Vector.data] if data else []))
+                                       .where(Vector.item_id.in_(chunk)).order_by(Vector.item_id, Vector.slot))
+                for row in rows:
+                    vector = np.frombuffer(row[5], dtype="<f4").copy() if data else None
+                    out.setdefault(row[0], []).append(StoredVector(*row[:5], vector))
+        return out
+
+    def item_vector(self, item_id: int, kind: str = CONTENT) -> np.ndarray | None:
+        """An item's content or caption vector, as stored."""
+        with self.session() as session:
+            row = session.get(Vector, (item_id, CAPTION_SLOT if kind == CAPTION else CONTENT_SLOT))
             return None if row is None else row.array().copy()
 
     # --- items ------------------------------------------------------------------------------------
@@ -256,16 +265,9 @@ class Store:
             return [{"path": path, "error": error} for path, error in rows]
 
     def counts(self) -> dict[str, Any]:
+        """Items by status and modality, vectors by kind (search.health)."""
         with self.session() as session:
-            by_status = dict(session.execute(select(Item.status, func.count()).group_by(Item.status)).all())
-            by_modality = dict(session.execute(select(Item.modality, func.count()).where(Item.status != FAILED)
-                                               .group_by(Item.modality)).all())
-        return {
-            "items": sum(n for status, n in by_status.items() if status != FAILED),
-            "by_modality": {m: by_modality.get(m, 0) for m in MODALITIES},
-            "pending": by_status.get(PENDING, 0),
-            "failed": by_status.get(FAILED, 0),
-        }
+            return health.counts(session)
 
     def replace_encoder(self, scope: str | None, meta: Mapping[str, Any]) -> None:
         """In one transaction: record a new encoder in meta and drop the vectors it replaces (``scope``
@@ -277,22 +279,9 @@ class Store:
                 self._set(session, key, value)
 
     def vector_problems(self, encoder: str, dim: int) -> list[str]:
-        """Disagreements within SQL: vectors from another encoder (sounds' own from the audio tower in
-        meta audio_key, all others from ``encoder``) or of another dimension; ok items without a vector."""
-        problems: list[str] = []
+        """Disagreements within SQL (search.health.vector_problems)."""
         with self.session() as session:
-            audio_key = self._get(session, "audio_key")
-            own_audio = (Vector.part == CONTENT) & (Item.modality == "audio")
-            expected = own_audio & (Vector.encoder == audio_key) | ~own_audio & (Vector.encoder == encoder)
-            wrong = session.scalar(select(func.count()).select_from(Vector).join(Item).where(
-                (Vector.dim != dim) | ~expected))
-            if wrong:
-                problems.append(f"{wrong} vectors were made by another model or have the wrong dimension")
-            orphans = session.scalar(select(func.count()).select_from(Item).where(
-                Item.status == OK, ~Item.vectors.any(Vector.part == CONTENT)))
-            if orphans:
-                problems.append(f"{orphans} items marked ok have no vector")
-        return problems
+            return health.vector_problems(session, encoder, dim, self._get(session, "audio_key"))
 
     def mark_pending(self, session: Session, modality: str | None = None) -> None:
         """Drop the vectors of every item (or of one modality): a new encoder is taking over."""
@@ -301,6 +290,12 @@ class Store:
         session.execute(update(Item).where(Item.status == OK, Item.id.in_(items))
                         .values(status=PENDING, error="waiting to be embedded"))
         self.bump_generation(session)
+
+    def lexical(self, text: str, limit: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(id, score) of the ok items whose name, path, caption or text hold the query's words, best first."""
+        from .lexical import search  # the one change here while the vector side moves: no import line above
+        with self.session() as session:
+            return search(session, self.engine.dialect.name, text, limit, allowed)
 
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray:

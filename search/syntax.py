@@ -59,6 +59,7 @@ def parse_query(text: str, allow_files: bool = False) -> list[QueryPart]:
         raise MMSearchError("the query is empty")
     parts: list[QueryPart] = []
     words: list[str] = []  # bare words with the same weight run together into one phrase
+    typed: list[str] = []  # the same, quoted terms in quotes: what a hybrid search looks up
     words_weight = 1.0
     sign = 1.0
     for token, quoted in _tokens(text):
@@ -76,19 +77,21 @@ def parse_query(text: str, allow_files: bool = False) -> list[QueryPart]:
             weight, term = sign * float(match.group(1)), match.group(2)
         sign = 1.0
         part = _special(term, weight, allow_files and not quoted)
+        as_typed = f'"{term}"' if quoted else term
         if part is None and (not words or weight == words_weight):
             words.append(term)
+            typed.append(as_typed)
             words_weight = weight
             continue
         if words:
-            parts.append(QueryPart("text", " ".join(words), words_weight))
-            words = []
+            parts.append(QueryPart("text", " ".join(words), words_weight, words=" ".join(typed)))
+            words, typed = [], []
         if part is None:
-            words, words_weight = [term], weight
+            words, typed, words_weight = [term], [as_typed], weight
         else:
             parts.append(part)
     if words:
-        parts.append(QueryPart("text", " ".join(words), words_weight))
+        parts.append(QueryPart("text", " ".join(words), words_weight, words=" ".join(typed)))
     if not parts:
         raise MMSearchError("the query is empty")
     return parts

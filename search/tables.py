@@ -3,15 +3,43 @@ and upgraded by the Alembic revisions in search/migrations, which must match the
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from . import lexical
 
 OK, PENDING, FAILED = "ok", "pending", "failed"
-CONTENT = "content"  # the item's own modality: pixels, words or sound
+CONTENT = "content"  # the item's own modality: pixels, words (a note's opening) or sound (all of it, pooled)
 CAPTION = "caption"  # the text of a caption sidecar, embedded by the text tower
-FUSED = "fused"  # every item's fused vector: the main index as a whole
+PASSAGE = "passage"  # a window of a long note that fits the text tower; span: its character range
+SEGMENT = "segment"  # a window of a long sound; span: its start and end in seconds
+KINDS = (CONTENT, CAPTION, PASSAGE, SEGMENT)
+FUSED = "fused"  # the main index as a whole (every modality's part)
+LAYOUT = 2  # items.layout of an item whose vectors include its passages or segments (1: before they existed)
+
+# A vector's id in the vector index: its item's id and its slot (0 content, 1 caption, 2… passages or
+# segments in order), so the index maps a hit to its item with a shift and needs no lookup table.
+SLOT_BITS = 20
+MAX_SLOTS = 1 << SLOT_BITS  # vectors per item (a 100k-character note has ~400 passages)
+MAX_ITEM_ID = (1 << (63 - SLOT_BITS)) - 1
+CONTENT_SLOT, CAPTION_SLOT, FIRST_PART_SLOT = 0, 1, 2
+
+
+def vector_id(item_id, slot):
+    """The vector index id of an item's vector (ints or numpy arrays)."""
+    return (item_id << SLOT_BITS) | slot
+
+
+def item_of(vector_ids):
+    """The item ids of vector index ids (ints or numpy int64 arrays)."""
+    return vector_ids >> SLOT_BITS
+
+
+def slot_of(vector_ids):
+    return vector_ids & (MAX_SLOTS - 1)
 
 
 class Base(DeclarativeBase):
@@ -40,16 +68,30 @@ class Item(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    layout: Mapped[int | None] = mapped_column(Integer)  # LAYOUT once its passages or segments are made
+    # The file name's words, for full-text search: set with path (the validator below), and by bulk inserts
+    name_terms: Mapped[str | None] = mapped_column(Text, default=lambda context: lexical.name_terms(
+        context.get_current_parameters().get("path")))
 
     vectors: Mapped[list["Vector"]] = relationship(back_populates="item", cascade="all, delete-orphan",
                                                    passive_deletes=True)
+
+    @validates("path")
+    def _keep_name_terms(self, _key: str, path: str) -> str:
+        """Every writer of an item's path writes its name's words with it (search.lexical.name_terms); a bulk
+        UPDATE statement that changes paths must set name_terms itself."""
+        self.name_terms = lexical.name_terms(path)
+        return path
 
 
 class Vector(Base):
     __tablename__ = "vectors"
 
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
-    part: Mapped[str] = mapped_column(String(32), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))  # KINDS
+    span_start: Mapped[float | None] = mapped_column(Float)  # passages: characters; segments: seconds
+    span_end: Mapped[float | None] = mapped_column(Float)
     encoder: Mapped[str] = mapped_column(String(200))
     dim: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
@@ -70,3 +112,14 @@ class Meta(Base):
 
 def vector_bytes(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+class StoredVector(NamedTuple):
+    """A vector row as the store reads it back (store.part_vectors)."""
+
+    item_id: int
+    slot: int
+    kind: str
+    start: float | None  # passages: characters; segments: seconds
+    end: float | None
+    vector: np.ndarray | None

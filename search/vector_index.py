@@ -1,4 +1,6 @@
-"""FAISS vector index keyed by item id: a cache of the vectors in SQL, rebuilt or caught up on open.
+"""FAISS vector index of every stored vector (content, caption, passages, segments), keyed by vector id
+(search.tables.vector_id: the item's id and the vector's slot), searched for items: an item scores its
+best-matching vector's score, and a search returns k distinct items. A cache of SQL (search.index_sync).
 
 The index file sits beside a small JSON sidecar naming the SQL generation it reflects, the
 encoder that produced its vectors and its FAISS factory string.
@@ -6,7 +8,7 @@ encoder that produced its vectors and its FAISS factory string.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -16,9 +18,9 @@ import numpy as np
 from mmsearch.files import atomic_write
 from mmsearch.errors import MMSearchError, first_line
 
-from .store import Store
+from .tables import FUSED, item_of
 
-from .tables import FUSED
+Hits = tuple[np.ndarray, np.ndarray, np.ndarray]  # per query row: scores, item ids, best vector ids (-1: none)
 
 
 @dataclass
@@ -27,22 +29,23 @@ class IndexState:
     encoder: str
     dim: int
     factory: str
-    weights: str = "{}"  # JSON of the per-modality fusion weights the item vectors were made with
-    space: str = FUSED  # which vectors: fused item vectors, or one modality's items (mmsearch.modalities)
+    weights: str = "{}"  # JSON of the per-modality weights item vectors are fused with (not in the index)
+    space: str = FUSED  # which items: all, or one modality's (mmsearch.modalities)
+    ids: str = "item"  # what its ids are: "vector" (tables.vector_id); "item": a file from before passages
 
     def layout(self) -> str:
-        return f"{self.space} {self.encoder}/{self.dim}d/{self.factory}/weights {self.weights}"
+        return f"{self.space} {self.encoder}/{self.dim}d/{self.factory}/{self.ids} ids"
 
     def same_layout(self, other: "IndexState") -> bool:
-        return (self.space, self.encoder, self.dim, self.factory, self.weights) == \
-            (other.space, other.encoder, other.dim, other.factory, other.weights)
+        return (self.space, self.encoder, self.dim, self.factory, self.ids) == \
+            (other.space, other.encoder, other.dim, other.factory, other.ids)
 
     def weight_map(self) -> dict[str, float]:
         return json.loads(self.weights)
 
 
 class FaissIndex:
-    """Inner-product index over L2-normalised vectors, ids = item ids. Searches on a GPU when faiss has one."""
+    """Inner-product index over L2-normalised vectors, ids = vector ids. Searches on a GPU when faiss has one."""
 
     def __init__(self, state: IndexState, index: faiss.Index | None = None):
         self.state = state
@@ -50,13 +53,15 @@ class FaissIndex:
         self.nprobe = 16  # IVF lists visited per query: recall against speed
         self._gpu: faiss.Index | None = None
         self._gpu_stale = True
+        self._ids: np.ndarray | None = None  # id_map as an array, kept until the next change
+        self._items: np.ndarray | None = None  # the item ids among them
 
     @staticmethod
     def _empty(state: IndexState) -> faiss.Index:
         try:
             inner = faiss.index_factory(state.dim, state.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise MMSearchError(f"invalid index_type {state.factory!r}: {_faiss_reason(exc)}") from None
+            raise MMSearchError(f"invalid index_type {state.factory!r}: {faiss_reason(exc)}") from None
         return faiss.IndexIDMap2(inner)
 
     # --- persistence ------------------------------------------------------------------------------
@@ -87,7 +92,20 @@ class FaissIndex:
         return int(self.cpu.ntotal)
 
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self.cpu.id_map).astype(np.int64)
+        """Vector ids, in the index's order."""
+        if self._ids is None:
+            self._ids = faiss.vector_to_array(self.cpu.id_map).astype(np.int64)
+        return self._ids
+
+    def item_ids(self) -> np.ndarray:
+        if self._items is None:
+            self._items = np.unique(item_of(self.ids()))
+        return self._items
+
+    def vector_ids_of(self, items: np.ndarray) -> np.ndarray:
+        """The ids of every vector these items have here."""
+        ids = self.ids()
+        return ids[np.isin(item_of(ids), np.asarray(items, np.int64))]
 
     @property
     def device(self) -> str:
@@ -99,15 +117,15 @@ class FaissIndex:
         if not self.cpu.is_trained:
             self.cpu.train(vectors)
         self.cpu.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, np.int64))
-        self._gpu_stale = True
+        self._gpu_stale, self._ids, self._items = True, None, None
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
             self.cpu.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, np.int64)))
-            self._gpu_stale = True
+            self._gpu_stale, self._ids, self._items = True, None, None
 
-    def reconstruct(self, item_id: int) -> np.ndarray:
-        return self.cpu.reconstruct(int(item_id))
+    def reconstruct(self, vector_id: int) -> np.ndarray:
+        return self.cpu.reconstruct(int(vector_id))
 
     # --- search -----------------------------------------------------------------------------------
     def _searcher(self) -> faiss.Index:
@@ -121,14 +139,46 @@ class FaissIndex:
             self._gpu_stale = False
         return self._gpu or self.cpu
 
-    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query row; -1 ids pad rows with fewer than k hits."""
+    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> Hits:
+        """The top-k distinct items per query row (allowed_ids: item ids), each scored by its best vector;
+        rows with fewer than k items are padded with -1 ids and -inf scores. The search goes deeper until k
+        items are found or every reachable vector was seen, so one item's many vectors never crowd out
+        the rest."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+        k = max(1, int(k))
+        out = (np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64),
+               np.full((len(queries), k), -1, np.int64))
+        allowed = None if allowed_ids is None else self.vector_ids_of(allowed_ids)
+        reachable = self.ntotal if allowed is None else len(allowed)
+        if reachable == 0:
+            return out
+        # A scan costs the same at any depth (a Flat scan reads every vector; IVF its probed lists): ask
+        # deep enough at once that k items are found in one scan even when each has many vectors here.
+        per_item = self.ntotal / max(1, len(self.item_ids()))
+        for row, query in enumerate(queries):
+            depth = min(reachable, int(2 * k * per_item) + 8)
+            while True:
+                scores, ids = self.search_vectors(query[None], depth, allowed)
+                found = ids[0] >= 0
+                scores, ids = scores[0][found], ids[0][found]
+                _, first = np.unique(item_of(ids), return_index=True)
+                first = np.sort(first)  # each item at its best vector, best items first
+                if len(first) >= k or depth >= reachable or len(ids) < depth:
+                    break
+                depth = min(reachable, depth * 4)
+            take = first[:k]
+            out[0][row, :len(take)], out[1][row, :len(take)] = scores[take], item_of(ids[take])
+            out[2][row, :len(take)] = ids[take]
+        return out
+
+    def search_vectors(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, vector ids) per query row over single vectors (allowed: vector ids)."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
         k = max(1, min(int(k), self.ntotal or 1))
-        if allowed_ids is None and faiss.try_extract_index_ivf(self.cpu.index) is None:
+        if allowed is None and faiss.try_extract_index_ivf(self.cpu.index) is None:
             return self._searcher().search(queries, k)
-        params, _selector = self._params(allowed_ids)
+        params, _selector = self._params(allowed)
         return self.cpu.search(queries, k, params=params)
 
     def _params(self, allowed_ids: np.ndarray | None) -> tuple[faiss.SearchParameters, faiss.IDSelector | None]:
@@ -144,28 +194,41 @@ class FaissIndex:
         return params, selector
 
     def scores_above(self, query: np.ndarray, floor: float, allowed_ids: np.ndarray | None = None) -> np.ndarray:
-        """The scores of every vector scoring above ``floor`` (a range search): the head of a full ranking."""
+        """The scores of every item whose best vector scores above ``floor`` (a range search): the head of
+        a full ranking of items."""
         query = np.ascontiguousarray(np.atleast_2d(query), np.float32)
         if self.ntotal == 0:
             return np.zeros(0, np.float32)
-        params, _selector = self._params(allowed_ids)
+        allowed = None if allowed_ids is None else self.vector_ids_of(allowed_ids)
+        params, _selector = self._params(allowed)
         try:
-            return self.cpu.range_search(query, float(floor), params=params)[1]
+            _, scores, ids = self.cpu.range_search(query, float(floor), params=params)
         except RuntimeError:  # an index type without range search: the head of the ranking, deep enough
-            scores = self.search(query, min(self.ntotal, 10_000), allowed_ids)[0][0]
-            return scores[scores >= floor]
+            scores, ids = self.search_vectors(query, min(self.ntotal, 10_000), allowed)
+            keep = (ids[0] >= 0) & (scores[0] >= floor)
+            scores, ids = scores[0][keep], ids[0][keep]
+        return best_per_item(item_of(ids), scores)[1]
 
-    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
-        """The stored vectors of those ids it holds; None when the index type cannot give them back."""
+    def vectors(self, items: Sequence[int]) -> dict[int, np.ndarray] | None:
+        """Each of these items' vectors it holds, as one (count, dim) matrix per item; None when the index
+        type cannot give them back."""
         if faiss.try_extract_index_ivf(self.cpu.index) is not None:
             return None  # IVF lists keep no id → vector map
-        out = {}
-        for item_id in ids:
-            try:
-                out[int(item_id)] = self.cpu.reconstruct(int(item_id))
-            except RuntimeError:  # not in this index
-                pass
-        return out
+        ids = self.vector_ids_of(np.asarray(list(items), np.int64))
+        out: dict[int, list[np.ndarray]] = {}
+        for vector_id in ids:
+            out.setdefault(int(item_of(vector_id)), []).append(self.cpu.reconstruct(int(vector_id)))
+        return {item: np.stack(rows) for item, rows in out.items()}
+
+
+def best_per_item(items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids, each one's best score) of vectors given by their items and scores."""
+    if len(items) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    order = np.lexsort((-scores, items))
+    items, scores = items[order], scores[order]
+    first = np.concatenate([[True], items[1:] != items[:-1]])
+    return items[first], scores[first]
 
 
 class Partitioned:
@@ -183,6 +246,9 @@ class Partitioned:
     def ids(self) -> np.ndarray:
         return np.concatenate([part.ids() for part in self.parts.values()] or [np.zeros(0, np.int64)])
 
+    def item_ids(self) -> np.ndarray:
+        return np.concatenate([part.item_ids() for part in self.parts.values()] or [np.zeros(0, np.int64)])
+
     @property
     def device(self) -> str:
         return "gpu" if any(part.device == "gpu" for part in self.parts.values()) else "cpu"
@@ -190,18 +256,16 @@ class Partitioned:
     def only(self, names: Sequence[str]) -> "Partitioned":
         return Partitioned({n: p for n, p in self.parts.items() if n in names}, self.state)
 
-    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query row over all parts; -1 ids pad rows with fewer than k hits."""
+    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> Hits:
+        """Top-k items per query row over all parts (an item lives in one part); -1 ids pad rows with fewer."""
         queries = np.atleast_2d(queries)
         found = [part.search(queries, k, allowed_ids) for part in self.parts.values() if part.ntotal]
         if not found:
-            return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
-        scores = np.concatenate([s for s, _ in found], axis=1)
-        ids = np.concatenate([i for _, i in found], axis=1)
-        scores = np.where(ids >= 0, scores, -np.inf)
+            empty = np.full((len(queries), 1), -1, np.int64)
+            return np.full((len(queries), 1), -np.inf, np.float32), empty, empty.copy()
+        scores, items, vectors = (np.concatenate([hits[n] for hits in found], axis=1) for n in range(3))
         order = np.argsort(-scores, axis=1, kind="stable")[:, :max(1, int(k))]
-        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+        return tuple(np.take_along_axis(a, order, 1) for a in (scores, items, vectors))
 
     def scores_above(self, query: np.ndarray, floor: float, allowed_ids: np.ndarray | None = None) -> np.ndarray:
         return np.concatenate([part.scores_above(query, floor, allowed_ids) for part in self.parts.values()]
@@ -216,104 +280,16 @@ class Partitioned:
             out.update(found)
         return out
 
-    def reconstruct(self, item_id: int) -> np.ndarray:
+    def reconstruct(self, vector_id: int) -> np.ndarray:
         for part in self.parts.values():
             try:
-                return part.reconstruct(item_id)
+                return part.reconstruct(vector_id)
             except RuntimeError:
                 continue
-        raise KeyError(item_id)
+        raise KeyError(vector_id)
 
 
-@dataclass
-class SyncReport:
-    action: str  # "fresh", "caught-up" or "rebuilt"
-    added: int = 0
-    removed: int = 0
-
-
-def check(index: FaissIndex | None, store: Store, want: IndexState) -> list[str]:
-    """Ways the cached index disagrees with SQL and the wanted layout; empty when it is exact."""
-    if index is None:
-        return ["vector index file is missing or unreadable"]
-    problems = []
-    if not index.state.same_layout(want):
-        problems.append(f"index built as {index.state.layout()}, wanted {want.layout()}")
-    generation = store.generation()
-    if index.state.generation != generation:
-        problems.append(f"index reflects generation {index.state.generation}, database is at {generation}")
-    index_ids, sql_ids = index.ids(), store.vector_ids(want.space)
-    if len(np.unique(index_ids)) != len(index_ids):
-        problems.append("index holds duplicate ids")
-    if len(index_ids) != len(sql_ids):
-        problems.append(f"index holds {len(index_ids)} vectors, database {len(sql_ids)}")
-    elif not np.array_equal(np.sort(index_ids), np.sort(sql_ids)):
-        problems.append("index ids differ from database ids")
-    return problems
-
-
-def sync(index: FaissIndex | None, store: Store, want: IndexState) -> tuple[FaissIndex, SyncReport]:
-    """Bring the index to what SQL holds: nothing to do, catch up on changes, or rebuild from scratch."""
-    generation = store.generation()  # read first: anything committed later is re-applied next time
-    usable = index is not None and index.state.generation <= generation and index.state.same_layout(want)
-    if usable and not check(index, store, want):
-        return index, SyncReport("fresh")
-    if usable:
-        try:
-            report = _catch_up(index, store, index.state.generation)
-            index.state.generation = generation
-            return index, report
-        except RuntimeError:  # e.g. an index type without remove_ids: rebuild instead
-            pass
-    return _rebuild(store, replace(want, generation=generation))
-
-
-def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
-    """Apply what changed since generation ``since``. Its reads are separate queries while another process
-    may commit, so the result is checked against what these reads saw (SQL's ids, plus the changed ones),
-    never against a later count: a commit in between is newer than the generation read first and is applied
-    by the next sync, it is no reason to rebuild the whole index."""
-    weights, space = index.state.weight_map(), index.state.space
-    sql_ids = store.vector_ids(space)
-    index_ids = index.ids()
-    changed = list(store.iter_vectors(weights, since_generation=since, space=space))
-    changed_ids = np.concatenate([ids for ids, _ in changed]) if changed else np.zeros(0, np.int64)
-    stale = np.union1d(np.setdiff1d(index_ids, sql_ids), np.intersect1d(changed_ids, index_ids))
-    index.remove(stale)
-    for ids, vectors in changed:
-        index.add(ids, vectors)
-    missing = np.setdiff1d(np.setdiff1d(sql_ids, index_ids), changed_ids)
-    for ids, vectors in store.iter_vectors(weights, ids=missing, space=space) if len(missing) else ():
-        index.add(ids, vectors)
-    now = index.ids()
-    if not len(np.unique(now)) == len(now) == len(np.union1d(sql_ids, changed_ids)):
-        raise RuntimeError("count mismatch after catch-up")
-    return SyncReport("caught-up", added=len(changed_ids) + len(missing), removed=len(stale))
-
-
-def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
-    index = FaissIndex(state)
-    chunks = store.iter_vectors(state.weight_map(), space=state.space)
-    if not index.cpu.is_trained:  # IVF-style indexes train on everything SQL holds
-        chunks = list(chunks)
-        if chunks:
-            sample = np.concatenate([v for _, v in chunks])
-            try:
-                index.cpu.train(sample)
-            except RuntimeError as exc:
-                raise MMSearchError(f"index_type {state.factory!r} cannot be trained on {len(sample)} vectors "
-                                    f"({_faiss_reason(exc)}); use Flat until the collection is larger") from None
-    added = 0
-    for ids, vectors in chunks:
-        if vectors.shape[1] != state.dim:
-            raise MMSearchError(f"database holds {vectors.shape[1]}-d vectors, the model makes {state.dim}-d; "
-                                f"run index --reembed")
-        index.add(ids, vectors)
-        added += len(ids)
-    return index, SyncReport("rebuilt", added=added)
-
-
-def _faiss_reason(exc: RuntimeError) -> str:
+def faiss_reason(exc: RuntimeError) -> str:
     """faiss prefixes its messages with a C++ signature and source location; keep the reason."""
     text = first_line(exc, 10_000)
     return text.split(": ", 1)[1] if text.startswith("Error in ") and ": " in text else text

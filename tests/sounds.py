@@ -62,8 +62,9 @@ PICTURES = {
 }
 
 
-def write_wav(path: Path, samples: np.ndarray) -> None:
-    samples = samples / (np.abs(samples).max() + 1e-9) * 0.8
+def write_wav(path: Path, samples: np.ndarray, normalise: bool = True) -> None:
+    """16-bit mono; ``normalise``: peak at 0.8 (else the samples are written as they are, clipped to ±1)."""
+    samples = samples / (np.abs(samples).max() + 1e-9) * 0.8 if normalise else np.clip(samples, -1, 1)
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)

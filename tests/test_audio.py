@@ -104,7 +104,7 @@ def items_by_path(library: Library) -> dict[str, tuple[Item, np.ndarray | None]]
     with library.store.session() as session:
         out = {}
         for item in session.scalars(select(Item)):
-            vector = session.get(Vector, (item.id, CONTENT))
+            vector = session.get(Vector, (item.id, 0))  # slot 0: the content vector
             out[item.path] = (item, vector.array() if vector is not None else None)
             session.expunge(item)
         return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import os
 import re
 import socket
@@ -531,3 +532,244 @@ def test_the_page_works_under_its_csp_without_a_violation(browser, server):
         assert any("style-src" in v for v in page.evaluate("window.__csp"))
     finally:
         context.close()
+
+
+# --- what matched: passages, segments, hybrid words (issue #12, points 3 and 4) ------------------------
+LAST_SENTENCE = "Finally the purple elephant danced upon the frozen lighthouse."
+MADE_UP_WORD = "zorblax"
+MARKUP_NAME = '<img src=x onerror="window.__pwned=1">.txt'
+MARKUP_TEXT = ('Markup <b>bold</b> <img src=x onerror="window.__pwned=2"> and '
+               '<script>window.__pwned=3</script> tags stay text & nothing else')
+
+
+def _long_note() -> str:
+    """~300 words: a long rambling opening sentence about a river (too long for one passage: it is cut into
+    windows of words), then a sentence found nowhere else, the note's last passage on its own. The query is
+    that sentence, so its passage matches whatever the (random, tiny) text tower makes of words."""
+    words = ("the quiet river flows past old stone houses and green fields where farmers work all day "
+             "long").split()
+    body = " ".join(words[i % len(words)] + ("," if i % 15 == 14 else "") for i in range(290))
+    return "Opening words about a river, " + body + ". " + LAST_SENTENCE
+
+
+def _sweep(seconds: float = 30.0) -> np.ndarray:
+    """A slow rising sweep that grows louder: each 2 s window unlike the others (peak 0.8)."""
+    t = np.arange(int(16000 * seconds)) / 16000
+    return 0.8 * np.sin(2 * np.pi * (150 * t + 25 * t ** 2)) * (0.3 + 0.7 * t / seconds)
+
+
+@pytest.fixture(scope="module")
+def match_server(tmp_path_factory):
+    """A long note, a note with one made-up word, a note full of markup and a 30 s sound, served."""
+    base = tmp_path_factory.mktemp("matches")
+    root = base / "media"
+    root.mkdir()
+    (root / "river.txt").write_text(_long_note())
+    (root / "odd word.txt").write_text(f"a short note that mentions {MADE_UP_WORD} once")
+    (root / MARKUP_NAME).write_text(MARKUP_TEXT)
+    (root / "groceries.txt").write_text("milk, eggs and a loaf of bread")
+    write_wav(root / "sweep.wav", _sweep(), normalise=False)
+    tone_wav(root / "beep.wav")
+    env = {**os.environ, "MMSEARCH_DATA_DIR": str(base / "data"), "MMSEARCH_MODEL": "tiny"}
+    yield from _serve(base, root, env)
+
+
+@pytest.fixture
+def match_page(browser, match_server) -> Page:
+    yield from _page(browser, match_server["url"])
+
+
+def _card(page: Page, name: str):
+    return page.locator("#results .card", has=page.locator(".name", has_text=name))
+
+
+FORM_FIELDS = """() => {  // the field names of each multipart search the page sends (Playwright sees no file bodies)
+    window.__forms = [];
+    const send = window.fetch;
+    window.fetch = (url, init) => {
+        if (init && init.body instanceof FormData) window.__forms.push([...init.body.keys()]);
+        return send(url, init);
+    };
+}"""
+
+
+def _search_response(page: Page, action) -> dict:
+    """Run ``action`` (a search from the page) and return the request's JSON body (or None) and the API's answer."""
+    with page.expect_response(lambda r: r.url.endswith("/api/search") and r.request.method == "POST") as info:
+        action()
+    response = info.value
+    assert response.ok, response.text()
+    request = response.request
+    body = request.post_data_json if "json" in (request.headers.get("content-type") or "") else None
+    return {"request": body, "data": response.json()}
+
+
+def test_a_long_notes_matching_passage_is_its_snippet_with_the_words_marked(match_page, match_server):
+    page = match_page
+    page.add_init_script(CSP_LISTENER)
+    page.goto("/?modality=text")
+    got = _search_response(page, lambda: (page.fill("#q", LAST_SENTENCE), page.keyboard.press("Enter")))
+    river = next(r for r in got["data"]["results"] if r["name"] == "river.txt")
+    match = river["match"]
+    assert match["kind"] == "passage" and LAST_SENTENCE in match["text"], match  # the note's last passage
+    assert match["chars"][1] == len(_long_note()) and match["chars"][0] > 200
+    card = _card(page, "river.txt")
+    snippet = card.locator(".visual .snippet")
+    expect(snippet).to_have_attribute("data-from", "passage")
+    expect(card.locator(".match")).to_have_text("matched: passage")
+    shown = snippet.inner_text()
+    assert shown.startswith("…") and "Opening words" not in shown  # not the note's opening
+    assert shown[1:] in match["text"] and shown.endswith(LAST_SENTENCE), shown
+    marks = [m.lower() for m in snippet.locator("mark").all_inner_texts()]
+    for word in ("finally", "purple", "elephant", "danced", "upon", "frozen", "lighthouse"):
+        assert word in marks, (word, marks)
+    assert "a" not in marks  # one-letter words are not marked
+    # the marked words are in sight: inside the card's snippet box, not cut off below it
+    box = card.locator(".visual").bounding_box()
+    mark = snippet.locator("mark", has_text="lighthouse").bounding_box()
+    assert box["y"] <= mark["y"] and mark["y"] + mark["height"] <= box["y"] + box["height"] + 1, (box, mark)
+    # the other notes' snippets are their openings
+    expect(_card(page, "groceries.txt").locator(".snippet")).to_have_attribute("data-from", "opening")
+    assert page.evaluate("window.__csp || []") == []  # marks are elements, not inline styles or markup
+    shot(page, "16-passage-snippet")
+
+
+def test_markup_in_a_notes_text_and_name_is_shown_as_text(match_page, match_server):
+    page = match_page
+    page.goto("/?q=markup+tags+bold&modality=text&k=10")
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    card = page.locator("#results .card", has=page.locator(".name", has_text="onerror"))
+    expect(card).to_have_count(1)
+    expect(card.locator(".name")).to_have_text(MARKUP_NAME)
+    snippet = card.locator(".snippet")
+    expect(snippet).to_have_text(MARKUP_TEXT)  # every character as written, < and > included
+    assert card.locator("img, script, b, iframe").count() == 0  # no element came from the note
+    marks = snippet.locator("mark").all_inner_texts()
+    assert marks == ["Markup", "bold", "tags"], marks  # matched whole words only: not the "b" of <b>
+    assert page.evaluate("window.__pwned") is None
+    card.locator("button.details").click()  # the detail view, too
+    expect(page.locator("dialog#detail pre")).to_have_text(MARKUP_TEXT)
+    expect(page.locator("#detail-title")).to_have_text(MARKUP_NAME)
+    assert page.locator("dialog#detail img, dialog#detail script, dialog#detail b").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_the_hybrid_toggle_sends_hybrid_and_finds_a_made_up_word(match_page, match_server):
+    page = match_page
+    page.goto("/")
+    page.fill("#q", MADE_UP_WORD)
+    plain = _search_response(page, lambda: page.keyboard.press("Enter"))
+    assert "hybrid" not in plain["request"]
+    got = _search_response(page, lambda: page.check("#hybrid"))  # toggling it searches again
+    assert got["request"]["hybrid"] is True and got["request"]["text"] == MADE_UP_WORD
+    page.wait_for_url("**hybrid=1**")
+    first = got["data"]["results"][0]
+    assert first["name"] == "odd word.txt", [r["name"] for r in got["data"]["results"]]
+    assert first["parts"][0]["lexical"]["rank"] == 1  # the full-text ranking put it first
+    card = cards(page).first
+    expect(card.locator(".name")).to_have_text("odd word.txt")
+    expect(card.locator(".score")).to_have_text("#1")  # fused by RRF: ranks, as late fusion shows them
+    expect(card.locator(".score")).to_have_attribute("title", re.compile("after hybrid fusion"))
+    expect(card.locator(".why")).to_contain_text("words #1")
+    expect(card.locator(".snippet mark")).to_have_text(MADE_UP_WORD)
+    shot(page, "17-hybrid")
+    # kept in the URL: a reload searches hybrid again
+    again = _search_response(page, page.reload)
+    assert again["request"]["hybrid"] is True
+    expect(page.locator("#hybrid")).to_be_checked()
+    # a search without words never sends hybrid (the API would refuse it): more like this, a file
+    like = _search_response(page, lambda: cards(page).first.locator("button.like").click())
+    assert "hybrid" not in like["request"] and "text" not in like["request"]
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    page.fill("#q", f"-{MADE_UP_WORD} like:{first['id']}")  # words, but none to look up
+    negated = _search_response(page, lambda: page.keyboard.press("Enter"))
+    assert "hybrid" not in negated["request"]
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    page.evaluate(FORM_FIELDS)
+    page.click('.qchip[data-kind="like"] button')  # drop the like: chip, and the words: a file alone
+    page.fill("#q", "")
+    upload = _search_response(page, lambda: page.set_input_files("#file-input", str(match_server["root"] / "beep.wav")))
+    assert page.evaluate("window.__forms.at(-1)") == ["audio", "k", "offset", "fusion", "explain"]
+    assert upload["data"]["results"][0]["score"] > 0.99  # a similarity, not an RRF sum
+    expect(cards(page).first.locator(".score")).not_to_have_text(re.compile("#"))
+    page.fill("#q", "a sound")  # words and a file: hybrid goes with the form
+    both = _search_response(page, lambda: page.keyboard.press("Enter"))
+    fields = page.evaluate("window.__forms.at(-1)")
+    assert "hybrid" in fields and "audio" in fields and "text" in fields, fields
+    assert all(r["score"] <= 2 / 60 for r in both["data"]["results"])  # RRF sums
+    page.uncheck("#hybrid")
+    page.wait_for_url(lambda url: "hybrid" not in url)
+
+
+def test_a_sound_matched_by_a_segment_plays_from_it(match_page, match_server, tmp_path):
+    """The query is seconds 20–22 of the long sound: whichever segment the API says matched, the card's
+    player starts there, the card says where, and the waveform marks it."""
+    page = match_page
+    clip = tmp_path / "clip.wav"
+    write_wav(clip, _sweep()[20 * 16000:22 * 16000], normalise=False)
+    page.add_init_script(CSP_LISTENER)
+    page.goto("/?modality=audio")
+    got = _search_response(page, lambda: page.set_input_files("#file-input", str(clip)))
+    sweep = next(r for r in got["data"]["results"] if r["name"] == "sweep.wav")
+    match = sweep["match"]
+    assert match["kind"] == "segment", match
+    start, end, duration = match["start"], match["end"], sweep["metadata"]["duration"]
+    card = _card(page, "sweep.wav")
+    expect(card.locator(".match")).to_have_text("matched: segment")
+    clock = lambda s: f"{int(s) // 60}:{int(s) % 60:02d}"
+    expect(card.locator(".segment-at")).to_have_text(f"matched at {clock(start)}–{clock(math.ceil(end - 1e-6))}")
+    audio = card.locator("audio")
+    audio.evaluate("(a) => new Promise((done) => a.readyState >= 1 ? done() : a.addEventListener('loadedmetadata', done))")
+    page.wait_for_function("(a) => a.readyState >= 1 && !a.seeking", arg=audio.element_handle())
+    position = audio.evaluate("(a) => ({ t: a.currentTime, paused: a.paused })")
+    assert position["t"] >= start - 1e-3 and position["paused"], (position, match)  # there, not playing
+    overlay = card.locator(".wave .segment")
+    expect(overlay).to_be_visible()
+    left, width = overlay.evaluate("(o) => [parseFloat(o.style.left), parseFloat(o.style.width)]")
+    assert left == pytest.approx(100 * start / duration, abs=0.01)
+    assert width == pytest.approx(100 * (end - start) / duration, abs=0.01)
+    wave, mark = card.locator(".wave").bounding_box(), overlay.bounding_box()
+    assert mark["x"] == pytest.approx(wave["x"] + wave["width"] * start / duration, abs=2)
+    # the other sound matched as a whole: it starts at 0 and has no marked segment
+    beep = _card(page, "beep.wav")
+    if beep.count():
+        expect(beep.locator(".wave .segment")).to_have_count(0)
+    shot(page, "18-segment")
+    card.locator(".segment-at").click()  # plays the matched part
+    page.wait_for_function("(a) => !a.paused && a.currentTime >= " + str(start), arg=audio.element_handle())
+    assert page.evaluate("window.__csp || []") == []  # the overlay is placed through CSSOM, not a style attribute
+
+
+def test_match_kinds_and_query_words_from_any_api_answer(page, server):
+    """Each kind of match is labelled; captions' words are marked; hostile text in any field stays text."""
+    hostile = '<img src=x onerror="window.__pwned=1"><b>sea</b>'
+    results = [
+        {"id": 1, "modality": "image", "name": "a.png", "path": "/a.png", "score": 0.9, "media_url": "/x",
+         "thumbnail_url": "/x", "caption": "The sea, seas and seaside " + hostile,
+         "match": {"kind": "caption", "score": 0.9, "text": "The sea, seas and seaside " + hostile}},
+        {"id": 2, "modality": "text", "name": hostile, "path": "/b.txt", "score": 0.8, "media_url": "/x",
+         "snippet": "opening", "match": {"kind": "lexical", "score": 3.2}},
+        {"id": 3, "modality": "text", "name": "c.txt", "path": "/c.txt", "score": 0.7, "media_url": "/x",
+         "snippet": "opening", "match": {"kind": "caption", "score": 0.7, "text": "A SEA caption " + hostile}},
+        {"id": 4, "modality": "text", "name": "d.txt", "path": "/d.txt", "score": 0.6, "media_url": "/x",
+         "snippet": "the Sea at the start", "match": {"kind": "content", "score": 0.6}},
+    ]
+    page.route("**/api/search", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps({"results": results, "fusion": "early"})))
+    page.goto('/?q=%22the+sea%22+2:calm+-rocks+like:5+a')
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    kinds = page.locator("#results .card .match").all_inner_texts()
+    assert kinds == ["matched: caption", "matched: words", "matched: caption", "matched: content"], kinds
+    assert page.locator("#results .card").nth(0).locator(".caption mark").all_inner_texts() == ["The", "sea", "seas", "sea"]
+    text_card = page.locator("#results .card").nth(2)
+    expect(text_card.locator(".snippet")).to_have_text("A SEA caption " + hostile)
+    assert text_card.locator(".snippet mark").all_inner_texts() == ["SEA", "sea"]
+    expect(page.locator("#results .card").nth(1).locator(".name")).to_have_text(hostile)
+    assert page.locator("#results .card").nth(3).locator(".snippet mark").all_inner_texts() == ["the", "Sea", "the"]
+    assert page.locator("#results img:not(.thumb), #results b, #results script").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    words = page.evaluate("window.mmFormat.queryWords(document.querySelector('#q').value)")
+    assert sorted(words) == ["calm", "sea", "the"]  # no "rocks" (negated), no like:, no one-letter words
+    assert page.evaluate("""[window.mmFormat.hasWords('like:5'), window.mmFormat.hasWords('-rocks like:5'),
+                             window.mmFormat.hasWords('0.5:waves'), window.mmFormat.hasWords('"  "')]""") == [
+        False, False, True, False]

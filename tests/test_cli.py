@@ -23,10 +23,14 @@ def test_index_search_stats_json(runner, collection):
     stats = as_json(runner("stats", "--json"))
     assert stats["by_modality"] == {m: expected[m] for m in ("image", "audio", "text")}
     assert stats["model"] == {"name": "tiny", "pretrained": "random", "dim": 64}
-    assert stats["index"] == {"type": "Flat", "ntotal": expected["image"] + expected["text"] + expected["audio"],
+    captions = len(expected["captioned"])
+    assert stats["vectors"] == {"content": expected["image"] + expected["text"] + expected["audio"],
+                                "caption": captions, "passage": 0, "segment": 0}
+    assert stats["index"] == {"type": "Flat", "items": expected["image"] + expected["text"] + expected["audio"],
+                              "ntotal": expected["image"] + expected["text"] + expected["audio"] + captions,
                               "dim": 64, "device": "cpu",
-                              "by_modality": {m: {"ntotal": expected[m], "type": "Flat"}
-                                              for m in ("image", "audio", "text")}}
+                              "by_modality": {m: {"ntotal": expected[m] + (captions if m == "image" else 0),
+                                                  "type": "Flat"} for m in ("image", "audio", "text")}}
 
     found = as_json(runner("search", "a dog on a beach", "-k", "4", "--json"))
     assert len(found["results"]) == 4 and found["took_ms"] >= 0
@@ -225,7 +229,7 @@ def test_the_cli_on_postgresql(runner, collection, postgres, data_dir):
     stats = as_json(runner("stats", "--json", extra_env=pg))
     assert stats["by_modality"] == {m: expected[m] for m in ("image", "audio", "text")}
     counted = sum(expected[m] for m in ("image", "audio", "text"))
-    assert stats["index"]["ntotal"] == counted
+    assert stats["index"]["items"] == counted
     prefix = str(root / "sub dir")
     found = as_json(runner("search", "shapes", "--path-prefix", prefix, "-k", "50", "--json", extra_env=pg))
     assert found["results"] and all(r["path"].startswith(prefix + "/") for r in found["results"])
@@ -235,5 +239,5 @@ def test_the_cli_on_postgresql(runner, collection, postgres, data_dir):
     again = as_json(runner("index", str(root), "--json", extra_env=pg))
     assert (again["moved"], again["added"], again["removed"]) == (1, 0, 0)
     assert as_json(runner("remove", prefix, "--json", extra_env=pg))["removed"] == 3
-    assert as_json(runner("rebuild-index", "--json", extra_env=pg))["ntotal"] == counted - 3
+    assert as_json(runner("rebuild-index", "--json", extra_env=pg))["ntotal"] == counted - 3 + len(expected["captioned"])
     assert as_json(runner("verify", "--json", extra_env=pg)) == {"ok": True, "problems": []}

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable
 from pathlib import Path
 
 import pytest
@@ -192,8 +193,10 @@ def generation(db: Path) -> int:
         return 0
 
 
-def kill_index(kind: str, sig: signal.Signals, rng: random.Random, media: Path, env: dict, db: Path) -> str:
-    """Start `mmsearch index`, kill it at a point of this kind; what happened, in words."""
+def kill_index(kind: str, sig: signal.Signals, rng: random.Random, media: Path, env: dict, db: Path,
+               change: Callable[[], None]) -> str:
+    """Start `mmsearch index`, kill it at a point of this kind; what happened, in words. ``change`` changes the
+    collection again, for a run that ended before its delay."""
     args = ["index", str(media), "--json"]
     env = dict(env)
     detail = ""
@@ -208,11 +211,19 @@ def kill_index(kind: str, sig: signal.Signals, rng: random.Random, media: Path, 
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if kind == "delay":
         delay = rng.uniform(0.3, 6.0)
-        detail = f"after {delay:.2f}s"
-        try:
-            process.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            process.send_signal(sig)
+        for _ in range(4):  # a run with little to do can end first: then more changes, and a delay within its length
+            detail = f"after {delay:.2f}s"
+            started = time.monotonic()
+            try:
+                process.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                process.send_signal(sig)
+                break
+            took = time.monotonic() - started
+            change()
+            delay = rng.uniform(0.3, max(0.4, 0.8 * took))
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
     elif kind == "rows":
         target = generation(db) + rng.randint(1, 3)
         detail = f"at generation {target}"
@@ -232,7 +243,7 @@ def audit(db: Path, data: Path, expected: dict | None) -> dict[str, list[str]]:
     (just after a kill), only rows that must never exist: a killed run may leave work undone, never a wrong row."""
     with sqlite3.connect(db) as conn:
         items = conn.execute("SELECT id, path, status, caption FROM items").fetchall()
-        vectors = conn.execute("SELECT item_id, part FROM vectors").fetchall()
+        vectors = conn.execute("SELECT item_id, kind FROM vectors").fetchall()
     by_id = {row[0]: row for row in items}
     by_path = collections.defaultdict(list)
     for row in items:
@@ -278,7 +289,7 @@ def test_index_survives_kills_at_random_points(tmp_path, request):
         kind = KINDS[number % len(KINDS)]  # each kind's signal: drawn the first time, then the other in turn
         sig = signals.setdefault(kind, rng.choice(SIGNALS)) if number < len(KINDS) else \
             SIGNALS[(SIGNALS.index(signals[kind]) + number // len(KINDS)) % 2]
-        what = kill_index(kind, sig, rng, media, env, data / "mmsearch.db")
+        what = kill_index(kind, sig, rng, media, env, data / "mmsearch.db", world.change)
         totals["kills"] += 1
         found = audit(data / "mmsearch.db", data, None) if (data / "mmsearch.db").exists() else {}
         warm.join()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mmsearch.library import Library
+from mmsearch.search.tables import vector_id
 
 from .media import picture
 
@@ -29,7 +30,8 @@ def test_first_index_counts_every_modality_and_failure(settings, collection, dat
     assert stats["items"] == sum(stats["by_modality"].values())
     assert stats["failed"] == expected["failed"]
     assert stats["pending"] == 0  # random image/text weights come with a random audio tower
-    assert stats["index"]["ntotal"] == expected["image"] + expected["text"] + expected["audio"]
+    assert stats["index"]["items"] == expected["image"] + expected["text"] + expected["audio"]
+    assert stats["index"]["ntotal"] == sum(stats["vectors"].values())  # content vectors and the caption
     stored = rows(data_dir)
     assert not any("/." in path for path in stored), "hidden files must be skipped"
     assert str(root / "red.txt") not in stored, "a caption sidecar is not an item"
@@ -235,7 +237,7 @@ def test_ann_index_type_needing_more_data_is_a_clear_error(settings, collection)
         Library(settings.replace(index_type="PQ8")).run_index([root])
     flat = Library(settings)  # SQL kept everything; the Flat cache is rebuilt from it
     stats = flat.stats()
-    assert stats["index"]["ntotal"] == stats["items"] - stats["pending"] > 0
+    assert stats["index"]["items"] == stats["items"] - stats["pending"] > 0
     assert flat.verify() == []
 
 
@@ -250,7 +252,7 @@ def test_sounds_wait_for_an_audio_tower_beside_real_weights(settings, collection
     library.run_index([root])
     stats = library.stats()
     assert stats["pending"] == expected["audio"] and stats["by_modality"]["audio"] == expected["audio"]
-    assert stats["index"]["ntotal"] == expected["image"] + expected["text"]
+    assert stats["index"]["items"] == expected["image"] + expected["text"]
     status, error = rows(data_dir)[str(root / "beep.wav")][2:5:2]
     assert status == "pending" and "audio" in error
     with sqlite3.connect(data_dir / "mmsearch.db") as db:
@@ -258,7 +260,7 @@ def test_sounds_wait_for_an_audio_tower_beside_real_weights(settings, collection
                           ).fetchone() == (0.5, 16000, 1)
 
 
-def test_caption_is_embedded_and_fused_into_the_item_vector(settings, collection, data_dir):
+def test_caption_is_embedded_as_a_vector_of_its_own_and_fused_into_the_item_vector(settings, collection, data_dir):
     root, _ = collection
     library = Library(settings.replace(modality_weights="image=1,audio=1,text=0.5"))
     library.run_index([root])
@@ -267,29 +269,34 @@ def test_caption_is_embedded_and_fused_into_the_item_vector(settings, collection
     caption = library.store.item_vector(red, "caption")
     np.testing.assert_allclose(caption, library.encoder().encode_texts(["a red picture with round shapes"])[0],
                                atol=1e-5)
+    # the index holds both, each once; the item's one vector (--like, dedupe) fuses them by the weights
+    np.testing.assert_allclose(library.index().reconstruct(vector_id(red, 0)), image, atol=1e-6)
+    np.testing.assert_allclose(library.index().reconstruct(vector_id(red, 1)), caption, atol=1e-6)
     fused = image + 0.5 * caption
     fused /= np.linalg.norm(fused)
-    np.testing.assert_allclose(library.index().reconstruct(red), fused, atol=1e-5)
+    np.testing.assert_allclose(library.store.item_vectors([red], library.settings.modality_weights)[red], fused,
+                               atol=1e-5)
     [green] = library.store.ids_under(str(root / "green.png"))
-    np.testing.assert_array_equal(library.index().reconstruct(green), library.store.item_vector(green))
+    with pytest.raises(RuntimeError):
+        library.index().parts["image"].reconstruct(vector_id(green, 1))  # no caption, no caption vector
 
-    (root / "red.txt").write_text("a crimson photograph")  # caption edited: re-embedded, re-fused
+    (root / "red.txt").write_text("a crimson photograph")  # caption edited: re-embedded
     assert library.run_index([root]).updated == 1
     new_caption = library.encoder().encode_texts(["a crimson photograph"])[0]
     np.testing.assert_allclose(library.store.item_vector(red, "caption"), new_caption, atol=1e-5)
-    refused = image + 0.5 * new_caption
-    np.testing.assert_allclose(Library(library.settings).index().reconstruct(red),
-                               refused / np.linalg.norm(refused), atol=1e-5)
+    np.testing.assert_allclose(Library(library.settings).index().reconstruct(vector_id(red, 1)), new_caption,
+                               atol=1e-5)
 
     os.remove(root / "red.txt")  # caption gone: the item is its image again
     library.run_index([root])
     assert library.store.item_vector(red, "caption") is None
-    np.testing.assert_allclose(Library(library.settings).index().reconstruct(red), image, atol=1e-6)
+    again = Library(library.settings).index()
+    assert vector_id(red, 1) not in again.ids() and vector_id(red, 0) in again.ids()
     assert library.verify() == []
 
     other = Library(settings.replace(modality_weights="image=1,audio=1,text=2"))
-    other.run_index([root])  # new weights: only the index is rebuilt, nothing is re-embedded
-    assert other.last_sync.action == "rebuilt"
+    other.run_index([root])  # new weights change no indexed vector: the index stays as it is
+    assert other.last_sync.action == "fresh"
 
 
 def test_read_ahead_keeps_decoded_sound_within_its_budget():

@@ -17,8 +17,9 @@ from mmsearch.search.query import Searcher
 from mmsearch.search.request import Filters, QueryPart, SearchRequest
 from mmsearch.modalities import MODALITIES
 from mmsearch.search.store import Store
-from mmsearch.search.tables import CAPTION, CONTENT, FUSED, OK, Item, Vector, vector_bytes
-from mmsearch.search.vector_index import IndexState, Partitioned, check, sync
+from mmsearch.search.tables import CAPTION, CONTENT, FUSED, OK, Item, Vector, vector_bytes, vector_id
+from mmsearch.search.index_sync import check, sync
+from mmsearch.search.vector_index import IndexState, Partitioned
 
 DIM = 8
 KEY = "test/enc"
@@ -41,14 +42,14 @@ def put(store: Store, item_id: int, modality: str, content: np.ndarray, caption:
         session.merge(Item(id=item_id, path=f"/m/{item_id}", modality=modality, size=1, mtime_ns=1, status=OK,
                            caption="words" if caption is not None else None, indexed_at=dt.datetime(2026, 1, 1)))
         session.flush()
-        for part, vector in ((CONTENT, content), (CAPTION, caption)):
+        for slot, (kind, vector) in enumerate(((CONTENT, content), (CAPTION, caption))):
             if vector is not None:
-                session.merge(Vector(item_id=item_id, part=part, encoder=KEY, dim=DIM, data=vector_bytes(vector),
+                session.merge(Vector(item_id=item_id, slot=slot, kind=kind, encoder=KEY, dim=DIM, data=vector_bytes(vector),
                                      generation=generation))
 
 
 def state(space: str, weights: dict[str, float], factory: str = "Flat") -> IndexState:
-    return IndexState(0, KEY, DIM, factory, json.dumps(weights, sort_keys=True), space)
+    return IndexState(0, KEY, DIM, factory, json.dumps(weights, sort_keys=True), space, "vector")
 
 
 def searcher(store: Store, weights: dict[str, float] | None = None, factory: str = "Flat") -> Searcher:
@@ -68,38 +69,39 @@ def store(db_url):
     return Store(db_url)
 
 
-def test_each_modality_index_holds_the_fused_vectors_of_its_items(store):
+def test_each_modality_index_holds_every_vector_of_its_items(store):
     image, caption, note, sound = unit((0, 0.6)), unit((1, 0.8)), unit((2, 0.5)), unit((3, 0.9))
     put(store, 1, "image", image, caption)
     put(store, 2, "text", note)
     put(store, 3, "audio", sound, caption)
     put(store, 4, "image", image)
     expected = {FUSED: [1, 2, 3, 4], "image": [1, 4], "text": [2], "audio": [3]}
+    slots = {1: [0, 1], 2: [0], 3: [0, 1], 4: [0]}  # content, and caption where there is one
     for space, ids in expected.items():
-        assert store.vector_ids(space).tolist() == ids, space
+        assert store.vector_ids(space).tolist() == [vector_id(i, s) for i in ids for s in slots[i]], space
     weights = {"image": 2.0, "audio": 1.0, "text": 0.5}
     mix = 2.0 * image.astype(np.float64) + 0.5 * caption  # normalise(w[image]·content + w[text]·caption)
-    for space in (FUSED, "image"):
-        vectors = store.space_vectors(space, [1, 2, 3, 4], weights)
-        assert sorted(vectors) == expected[space]
-        np.testing.assert_allclose(vectors[1], mix / np.linalg.norm(mix), atol=1e-6)
-        np.testing.assert_array_equal(vectors[4], image)
-    np.testing.assert_array_equal(store.space_vectors("text", [1, 2, 3], weights)[2], note)
+    vectors = store.item_vectors([1, 2, 3, 4], weights)  # each item's one vector, for --like and dedupe
+    np.testing.assert_allclose(vectors[1], mix / np.linalg.norm(mix), atol=1e-6)
+    np.testing.assert_array_equal(vectors[4], image)
+    np.testing.assert_array_equal(vectors[2], note)
 
     # Each modality's index is a cache of its own: a caption removed changes item 1 in "image" and "fused".
     indexes = {space: sync(None, store, state(space, weights))[0] for space in expected}
     with store.session() as session:
         generation = store.bump_generation(session)
-        session.query(Vector).filter_by(item_id=1, part=CAPTION).delete()
+        session.query(Vector).filter_by(item_id=1, slot=1, kind=CAPTION).delete()
         session.query(Vector).filter_by(item_id=1).update({"generation": generation})
     store.remove_ids([2])
+    slots[1] = [0]
     for space, index in indexes.items():
         assert check(index, store, state(space, weights)), space  # every index lags behind SQL's generation
         caught, _ = sync(index, store, state(space, weights))
         assert check(caught, store, state(space, weights)) == [], space
-        assert sorted(caught.ids().tolist()) == [i for i in expected[space] if i != 2], space
+        assert sorted(caught.ids().tolist()) == [vector_id(i, s) for i in expected[space] if i != 2
+                                                 for s in slots[i]], space
         if 1 in expected[space]:
-            np.testing.assert_allclose(caught.reconstruct(1), image)
+            np.testing.assert_allclose(caught.reconstruct(vector_id(1, 0)), image)
 
 
 @pytest.fixture
@@ -160,12 +162,14 @@ def test_explain_shows_what_each_vector_of_an_item_scored(store):
     fused_1 = content.astype(np.float64) + caption
     fused_1 /= np.linalg.norm(fused_1)
     by_id = {h.id: h.parts[0] for h in response.results}
-    # Image list: 1 (fused score fused_1[0] ≈ 0.57) before 2 (0.35); text list: 3 alone. 3 and 1 tie at 1/61:
-    # the closer match (3, 0.9) goes first.
+    # Image list: 1 (its best vector, the caption: 0.6) before 2 (0.35); text list: 3 alone. 3 and 1 tie at
+    # 1/61: the closer match (3, 0.9) goes first.
     assert [(h.id, h.score) for h in response.results] == [(3, pytest.approx(1 / 61)), (1, pytest.approx(1 / 61)),
                                                            (2, pytest.approx(1 / 62))]
-    assert by_id[1] == {"label": '"q"', "weight": 1.0, "score": pytest.approx(fused_1[0], abs=1e-6), "rank": 1,
-                        "vectors": {CAPTION: pytest.approx(0.6, abs=1e-6), CONTENT: pytest.approx(0.3, abs=1e-6)}}
+    assert by_id[1] == {"label": '"q"', "weight": 1.0, "score": pytest.approx(0.6, abs=1e-6), "rank": 1,
+                        "match": {"kind": CAPTION, "score": pytest.approx(0.6, abs=1e-6), "text": "words"},
+                        "vectors": {CAPTION: pytest.approx(0.6, abs=1e-6), CONTENT: pytest.approx(0.3, abs=1e-6)},
+                        "item_vector": pytest.approx(fused_1[0], abs=1e-6)}
     assert by_id[2]["rank"] == 2 and set(by_id[2]["vectors"]) == {CONTENT}
     assert by_id[3]["rank"] == 1
 
@@ -233,16 +237,17 @@ def test_a_modality_too_small_for_the_index_type_is_searched_exactly(data_dir, c
                                      "nprobe": 4}, env={}))
     library.run_index([str(root)])
     stats = library.stats()["index"]
-    assert stats["type"] == "IVF4,Flat" and stats["ntotal"] == sum(expected[m] for m in MODALITIES)
-    assert stats["by_modality"] == {"image": {"ntotal": expected["image"], "type": "IVF4,Flat"},
-                                    "audio": {"ntotal": expected["audio"], "type": "Flat"},
-                                    "text": {"ntotal": expected["text"], "type": "Flat"}}
+    held = {m: library.store.vector_count(m) for m in MODALITIES}  # content vectors, and captions
+    assert stats["type"] == "IVF4,Flat" and stats["ntotal"] == sum(held.values())
+    assert stats["by_modality"] == {"image": {"ntotal": held["image"], "type": "IVF4,Flat"},
+                                    "audio": {"ntotal": held["audio"], "type": "Flat"},
+                                    "text": {"ntotal": held["text"], "type": "Flat"}}
     assert sorted(p.name for p in data_dir.glob("*.faiss")) == [f"vectors.{m}.faiss"
                                                                 for m in ("audio", "image", "text")]
     for index in ("fused", "modality"):
         response = library.search(SearchRequest([QueryPart("text", "shapes"), QueryPart("text", "a beep", -1.0)],
                                                 k=50, fusion="rrf", index=index))
-        assert len(response.results) == stats["ntotal"]
+        assert len(response.results) == sum(expected[m] for m in MODALITIES)  # items, each once
     early = library.search(SearchRequest([QueryPart("text", "shapes")], k=50))
-    assert len(early.results) == stats["ntotal"]  # the parts' top lists merged into one
+    assert len(early.results) == sum(expected[m] for m in MODALITIES)  # the parts' top lists merged into one
     assert library.verify() == []

@@ -21,25 +21,42 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, create_engine, text
 
 from mmsearch.errors import DataDirError
-from mmsearch.search import schema
+from mmsearch.search import lexical, schema
 from mmsearch.search.store import Store
 from mmsearch.search.tables import Base
 
 OLD_RELEASE_DB = Path(__file__).parent / "data" / "f228a27-mmsearch.db"
+# The items columns of revision 0001 (later revisions add columns; what was there must stay as it was)
+OLD_ITEM_COLUMNS = ("id, path, modality, size, mtime_ns, content_hash, mime, width, height, duration, sample_rate, "
+                    "channels, taken_at, caption, text, status, error, indexed_at")
+NEXT = f"{int(schema.HEAD) + 1:04d}"  # a next release's revision, in the tests that install one
+
+
+def old_schema(db_url: str) -> None:
+    """What the last release before Alembic made of a new database: revision 0001's tables, unstamped."""
+    from alembic import command
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        command.upgrade(schema.alembic_config(connection), "0001")
+        connection.execute(text("DROP TABLE alembic_version"))
+        connection.execute(text("DELETE FROM meta"))
+    engine.dispose()
 
 
 def rows(db: Path) -> dict[str, list[tuple]]:
     """Every row that carries meaning, read with plain sqlite3: items (captions and failures also on their
     own, to say what broke), vectors with their bytes, meta, and the counter that keeps ids from being reused."""
     with sqlite3.connect(db) as connection:
+        old = "part" in {row[1] for row in connection.execute("PRAGMA table_info(vectors)")}  # before 0002
         return {
-            "items": connection.execute("SELECT * FROM items ORDER BY id").fetchall(),
+            "items": connection.execute(f"SELECT {OLD_ITEM_COLUMNS} FROM items ORDER BY id").fetchall(),
             "captions": connection.execute("SELECT id, caption FROM items WHERE caption IS NOT NULL "
                                            "ORDER BY id").fetchall(),
             "failures": connection.execute("SELECT path, error FROM items WHERE status = 'failed' "
                                            "ORDER BY path").fetchall(),
-            "vectors": connection.execute("SELECT item_id, part, encoder, dim, data, generation FROM vectors "
-                                          "ORDER BY item_id, part").fetchall(),
+            "vectors": connection.execute(f"SELECT item_id, {'part' if old else 'kind'}, encoder, dim, data, "
+                                          f"generation FROM vectors ORDER BY item_id, {'part' if old else 'kind'}"
+                                          ).fetchall(),
             "meta": connection.execute("SELECT key, value FROM meta ORDER BY key").fetchall(),
             "sequence": connection.execute("SELECT name, seq FROM sqlite_sequence ORDER BY name").fetchall(),
         }
@@ -94,15 +111,17 @@ def test_data_dir_of_the_last_release_is_refused_then_migrated_with_nothing_lost
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(schema.HEAD,)]
     stats = json.loads(runner("stats", "--json").stdout)
     assert (stats["items"], stats["failed"], stats["by_modality"]) == (10, 1, {"image": 5, "audio": 2, "text": 3})
-    assert stats["index"]["ntotal"] == 10  # the vector index is rebuilt from the migrated vectors
+    assert stats["index"]["items"] == 10  # the vector index is rebuilt from the migrated vectors
+    assert stats["index"]["ntotal"] == 15 == len(before["vectors"])  # their content and caption vectors
+    assert stats["waiting_for_parts"] == 5  # notes and sounds: the next index run adds passages and segments
     failed = json.loads(runner("failed", "--json").stdout)["failed"]
     assert [(row["path"], row["error"]) for row in failed] == before["failures"]
 
 
 def test_database_made_before_alembic_is_migrated_on_sqlite_and_postgresql(db_url, runner):
     """What the last release did to a new database, then its own first rows."""
+    old_schema(db_url)
     with create_engine(db_url).begin() as connection:
-        Base.metadata.create_all(connection)
         connection.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('generation', '4')"))
     url = {"MMSEARCH_DB_URL": db_url}
     refusal = one_error_line(runner("stats", extra_env=url))
@@ -150,28 +169,26 @@ def test_migrate_without_a_database_creates_nothing(data_dir, runner):
     assert not data_dir.exists()
 
 
-REVISION_0002 = '''
+REVISION_NEXT = f'''
 import sqlalchemy as sa
 from alembic import op
 
-revision, down_revision, branch_labels, depends_on = "0002", "0001", None, None
+revision, down_revision, branch_labels, depends_on = "{NEXT}", "{schema.HEAD}", None, None
 
 
 def upgrade():
-    # How SQLite alters a table: copy, drop, rename. Reflection cannot see AUTOINCREMENT: it is passed again
-    with op.batch_alter_table("items", recreate="always", table_kwargs={"sqlite_autoincrement": True}) as batch:
-        batch.add_column(sa.Column("rating", sa.Integer()))
+    op.add_column("items", sa.Column("rating", sa.Integer()))  # ALTER TABLE: the table is not copied
 '''
 
 
-def install_revision_0002(tmp_path: Path, monkeypatch, then: str = "") -> None:
-    """A next release: this one's migrations plus a 0002 that rebuilds the items table, as most changes will,
-    and then runs the statement ``then``."""
+def install_next_revision(tmp_path: Path, monkeypatch, then: str = "") -> None:
+    """A next release: this one's migrations plus a revision that adds a column to items, and then runs the
+    statement ``then``."""
     folder = tmp_path / "migrations"
     shutil.copytree(schema.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "versions" / "0002_rating.py").write_text(REVISION_0002 + (f"    {then}\n" if then else ""))
+    (folder / "versions" / f"{NEXT}_rating.py").write_text(REVISION_NEXT + (f"    {then}\n" if then else ""))
     monkeypatch.setattr(schema, "MIGRATIONS", folder)
-    monkeypatch.setattr(schema, "HEAD", "0002")
+    monkeypatch.setattr(schema, "HEAD", NEXT)
 
 
 def test_next_release_upgrades_the_last_one_without_losing_vectors(old_data_dir, runner, tmp_path, monkeypatch):
@@ -181,32 +198,31 @@ def test_next_release_upgrades_the_last_one_without_losing_vectors(old_data_dir,
         connection.execute("DELETE FROM items WHERE id = (SELECT MAX(id) FROM items WHERE status = 'ok')")
     before = rows(db)
     assert before["sequence"] == [("items", 11)] and before["items"][-1][0] == 10
-    install_revision_0002(tmp_path, monkeypatch)
+    install_next_revision(tmp_path, monkeypatch)
     result = runner("migrate")
-    assert (result.exit_code, result.stdout.strip()) == (0, "upgraded from a schema from before revisions to 0002")
-    after = rows(db)
-    assert [item[:-1] for item in after.pop("items")] == before.pop("items")  # rating: the new last column
-    assert after == before  # the copy of items cascaded to no vector
+    assert (result.exit_code, result.stdout.strip()) == (0, f"upgraded from a schema from before revisions to {NEXT}")
+    assert rows(db) == before  # every revision on the way kept every item, vector and counter
 
 
 def test_database_at_an_older_revision_is_refused_until_migrated(data_dir, settings, runner, tmp_path,
                                                                  monkeypatch):
     data_dir.mkdir()
     Store(settings.database_url).set_meta("generation", 7)
-    install_revision_0002(tmp_path, monkeypatch)
+    current = schema.HEAD
+    install_next_revision(tmp_path, monkeypatch)
     line = one_error_line(runner("stats"))
-    assert line == (f"error: data dir {data_dir} was made by an older mmsearch (schema 0001, this one needs "
-                    f"0002): run 'mmsearch migrate' first")
+    assert line == (f"error: data dir {data_dir} was made by an older mmsearch (schema {current}, this one needs "
+                    f"{NEXT}): run 'mmsearch migrate' first")
     result = runner("migrate", "--json")
-    assert json.loads(result.stdout) == {"from": "0001", "to": "0002", "upgraded": True}
+    assert json.loads(result.stdout) == {"from": current, "to": NEXT, "upgraded": True}
     store = Store(settings.database_url)
-    assert (schema.revision(store.engine), store.generation()) == ("0002", 7)
+    assert (schema.revision(store.engine), store.generation()) == (NEXT, 7)
 
 
 def test_failed_migration_changes_nothing(old_data_dir, tmp_path, monkeypatch):
     db = old_data_dir / "mmsearch.db"
     before, tables = rows(db), ddl(db)
-    install_revision_0002(tmp_path, monkeypatch, then="raise RuntimeError('the disk is full')")
+    install_next_revision(tmp_path, monkeypatch, then="raise RuntimeError('the disk is full')")
     with pytest.raises(DataDirError, match="the disk is full"):
         Store(f"sqlite:///{db}", migrate=True)
     assert (rows(db), ddl(db)) == (before, tables)  # items not rebuilt, nothing stamped
@@ -218,7 +234,7 @@ def test_revision_that_loses_autoincrement_is_stopped(old_data_dir, tmp_path, mo
     """Ids must never be reused, and batch mode's reflection drops AUTOINCREMENT unless told again."""
     db = old_data_dir / "mmsearch.db"
     before = rows(db)
-    install_revision_0002(tmp_path, monkeypatch, then="with op.batch_alter_table('items', recreate='always'): pass")
+    install_next_revision(tmp_path, monkeypatch, then="with op.batch_alter_table('items', recreate='always'): pass")
     with pytest.raises(DataDirError, match="migration lost AUTOINCREMENT on items"):
         Store(f"sqlite:///{db}", migrate=True)
     assert rows(db) == before
@@ -255,9 +271,11 @@ def test_tables_of_an_unknown_schema_are_refused(tmp_path):
 
 
 def test_migrations_build_exactly_the_orm_schema(db_url):
+    """Everything but the full-text index's own objects (lexical.not_in_orm: kept by the database itself)."""
     engine = Store(db_url).engine
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts={"compare_type": True,
+                                                               "include_name": lexical.include_name})
         assert compare_metadata(context, Base.metadata) == []
         # The comparison sees a drift: an ORM column no revision creates
         drifted = MetaData()
@@ -269,7 +287,7 @@ def test_migrations_build_exactly_the_orm_schema(db_url):
 
 def test_revision_0001_is_the_schema_the_last_release_made(tmp_path):
     """Byte for byte on SQLite, AUTOINCREMENT included (which compare_metadata does not look at)."""
-    Store(f"sqlite:///{tmp_path / 'new.db'}")
+    old_schema(f"sqlite:///{tmp_path / 'new.db'}")
     assert ddl(tmp_path / "new.db") == ddl(OLD_RELEASE_DB)
     assert any("AUTOINCREMENT" in (sql or "") for _, name, _, sql in ddl(OLD_RELEASE_DB) if name == "items")
 

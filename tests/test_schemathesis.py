@@ -81,6 +81,14 @@ def follows_the_rules(options: dict, settings) -> bool:
     signs = weights if weights is not None else [1] * (count - len(parts)) + [p.get("weight", 1) for p in parts]
     fusion = options.get("fusion", "early")
     explain = options.get("explain") is True
+    terms = text.split(" + ") if text else []  # the query's own parts come first, then like, parts, files
+    words = any((weights[n] if weights is not None and n < len(weights) else 1) > 0 and not term.startswith("-")
+                for n, term in enumerate(terms))
+    words = words or any(p.get("kind") == "text" and (weights[count - len(parts) + n] if weights is not None and
+                                                      len(weights) == count else p.get("weight", 1)) > 0
+                         for n, p in enumerate(parts) if isinstance(p, dict))
+    if options.get("hybrid") in (True, "true") and not words:
+        return False
     return (count > 0 and not (fusion == "early" and options.get("index") == "modality")
             and (fusion == "early" or any(w > 0 for w in signs))
             and (weights is None or len(weights) == count)

@@ -9,8 +9,9 @@ import pytest
 
 from mmsearch.search.request import Filters
 from mmsearch.search.store import Store
-from mmsearch.search.tables import CONTENT, OK, Item, Vector, vector_bytes
-from mmsearch.search.vector_index import FaissIndex, IndexState, Partitioned, check, sync
+from mmsearch.search.tables import CONTENT, OK, Item, Vector, item_of, vector_bytes, vector_id
+from mmsearch.search.index_sync import check, sync
+from mmsearch.search.vector_index import FaissIndex, IndexState, Partitioned
 
 DIM = 8
 KEY = "test/enc"
@@ -18,7 +19,7 @@ WEIGHTS = '{"audio": 1.0, "image": 1.0, "text": 1.0}'
 
 
 def want(factory: str, encoder: str = KEY) -> IndexState:
-    return IndexState(0, encoder, DIM, factory, WEIGHTS)
+    return IndexState(0, encoder, DIM, factory, WEIGHTS, ids="vector")
 
 
 def unit(rng, n):
@@ -33,7 +34,7 @@ def put(store: Store, vectors: dict[int, np.ndarray], modality: str = "image") -
             session.merge(Item(id=item_id, path=f"/m/{item_id}", modality=modality, size=1, mtime_ns=1,
                                status=OK, indexed_at=dt.datetime(2026, 1, 1)))
             session.flush()
-            session.merge(Vector(item_id=item_id, part=CONTENT, encoder=KEY, dim=DIM, data=vector_bytes(vector),
+            session.merge(Vector(item_id=item_id, slot=0, kind=CONTENT, encoder=KEY, dim=DIM, data=vector_bytes(vector),
                                  generation=generation))
 
 
@@ -62,8 +63,8 @@ def test_rebuild_then_fresh_then_catch_up(store, tmp_path):
     caught, report = sync(again, store, want("Flat"))
     assert report.action == "caught-up" and report.removed == 2  # item 7, and item 5's old vector
     assert check(caught, store, want("Flat")) == []
-    np.testing.assert_allclose(caught.reconstruct(5), changed)
-    scores, ids = caught.search(changed, 1)
+    np.testing.assert_allclose(caught.reconstruct(vector_id(5, 0)), changed)
+    scores, ids, _ = caught.search(changed, 1)
     assert ids[0][0] == 5 and scores[0][0] == pytest.approx(1.0, abs=1e-5)
 
 
@@ -83,7 +84,7 @@ def test_duplicate_ids_in_cache_are_repaired(store):
     vectors = unit(rng, 4)
     put(store, {i + 1: vectors[i] for i in range(4)})
     index, _ = sync(None, store, want("Flat"))
-    index.add(np.array([2]), vectors[1:2])  # e.g. a crash between saving the index and its sidecar
+    index.add(np.array([vector_id(2, 0)]), vectors[1:2])  # e.g. a crash between saving the index and its sidecar
     assert "index holds duplicate ids" in check(index, store, want("Flat"))
     repaired, _ = sync(index, store, want("Flat"))
     assert check(repaired, store, want("Flat")) == []
@@ -97,7 +98,7 @@ def test_filter_inside_search_returns_k_when_k_exist(store):
     index, _ = sync(None, store, want("Flat"))
     allowed = store.filter_ids(Filters(modalities=["text"]))
     assert sorted(allowed.tolist()) == list(range(291, 301))
-    scores, ids = index.search(vectors[0], 5, allowed)
+    scores, ids, _ = index.search(vectors[0], 5, allowed)
     assert len(set(ids[0])) == 5 and set(ids[0]) <= set(allowed)
     assert list(scores[0]) == sorted(scores[0], reverse=True)
 
@@ -170,21 +171,21 @@ def test_the_partitioned_index_ranks_as_one_index_would(store):
     for modality, ids in (("image", range(1, 31)), ("audio", range(31, 41)), ("text", range(41, 61))):
         put(store, {i: vectors[i - 1] for i in ids}, modality)
     single, _ = sync(None, store, want("Flat"))
-    parts = {m: sync(None, store, IndexState(0, KEY, DIM, "Flat", WEIGHTS, m))[0] for m in ("image", "audio", "text")}
+    parts = {m: sync(None, store, IndexState(0, KEY, DIM, "Flat", WEIGHTS, m, "vector"))[0] for m in ("image", "audio", "text")}
     whole = Partitioned(parts, want("Flat"))
-    assert whole.ntotal == 60 and sorted(whole.ids().tolist()) == list(range(1, 61))
+    assert whole.ntotal == 60 and sorted(whole.item_ids().tolist()) == list(range(1, 61))
     queries = unit(rng, 5)
     allowed = np.arange(2, 61, 3)
     for k, filtered in ((7, None), (60, None), (100, None), (5, allowed)):
-        expected_scores, expected_ids = single.search(queries, k, filtered)
-        scores, ids = whole.search(queries, k, filtered)
+        expected_scores, expected_ids, _ = single.search(queries, k, filtered)
+        scores, ids, _ = whole.search(queries, k, filtered)
         np.testing.assert_array_equal(ids[:, :expected_ids.shape[1]], expected_ids)
         np.testing.assert_allclose(scores[:, :expected_ids.shape[1]], expected_scores, rtol=1e-6)
     only_audio = whole.only(["audio"]).search(queries[0], 3)[1][0]
     assert set(only_audio.tolist()) <= set(range(31, 41)) and len(only_audio) == 3
     np.testing.assert_array_equal(np.sort(whole.scores_above(queries[0], 0.2)),
                                   np.sort(single.scores_above(queries[0], 0.2)))
-    np.testing.assert_array_equal(whole.reconstruct(45), vectors[44])
+    np.testing.assert_array_equal(whole.reconstruct(vector_id(45, 0)), vectors[44])
 
 
 def test_catch_up_is_not_undone_by_a_commit_during_it(store, monkeypatch):
@@ -208,8 +209,8 @@ def test_catch_up_is_not_undone_by_a_commit_during_it(store, monkeypatch):
     monkeypatch.setattr(store, "iter_vectors", commit_meanwhile)
     caught, report = sync(index, store, want("Flat"))
     assert report.action == "caught-up"
-    assert 21 in caught.ids() and check(caught, store, want("Flat"))  # behind the later commits, and it knows
+    assert 21 in caught.item_ids() and check(caught, store, want("Flat"))  # behind the later commits, and it knows
     monkeypatch.setattr(store, "iter_vectors", inner)
     again, report = sync(caught, store, want("Flat"))
     assert report.action == "caught-up" and check(again, store, want("Flat")) == []
-    assert sorted(again.ids().tolist()) == sorted(store.vector_ids().tolist()) == list(range(1, 23))
+    assert sorted(again.item_ids().tolist()) == sorted(item_of(store.vector_ids()).tolist()) == list(range(1, 23))

@@ -49,6 +49,11 @@ def options(limits: Limits) -> dict[str, dict[str, Any]]:
                     f"per result, each part's score; k × parts at most {limits.explain_rows} "
                     "(setting explain_max_rows)"},
         "exclude_self": {"type": "boolean", "default": False},
+        "hybrid": {"type": "boolean", "default": False, "description":
+                   "also rank the text parts by full-text search (file names, paths, captions, note text; BM25) "
+                   "and fuse that list with the vector ranking by RRF; needs a text part"},
+        "alpha": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5, "description":
+                  "hybrid: the vector ranking's weight in the fusion, 1 − alpha the lexical ranking's"},
         # "hash", or a similarity threshold in (0, 1]; type-specific keywords rather than oneOf, which
         # schemathesis cannot combine with the multipart form's binary fields
         "dedupe": {"type": ["string", "number"], "pattern": "^hash$", "exclusiveMinimum": 0, "maximum": 1},
@@ -70,6 +75,7 @@ def filters() -> dict[str, dict[str, Any]]:
 
 RULES = ("Rules across fields (refused with a 400): a search needs something to search for (text, like, parts "
          "or a file); early fusion takes no index 'modality'; late fusion needs a part with a positive weight; "
+         "hybrid needs a text part with a positive weight; "
          "weights has one number per query part.")
 
 
@@ -110,6 +116,13 @@ def schemas(limits: Limits) -> dict[str, Any]:
                 "media_url": {"type": "string"}, "thumbnail_url": {"type": ["string", "null"]},
                 "name": {"type": "string"}, "caption": {"type": "string"}, "snippet": {"type": "string"},
                 "text": {"type": "string"}, "metadata": metadata,
+                "match": {"type": "object", "required": ["kind", "score"], "properties": {
+                    "kind": {"enum": ["content", "caption", "passage", "segment", "lexical"]},
+                    "score": {"type": "number"}, "text": {"type": "string"},
+                    "chars": {"type": "array", "items": {"type": "integer"}},
+                    "start": {"type": "number"}, "end": {"type": "number"}}, "description":
+                    "the item's vector that matched best: its kind and score, a caption's or passage's text "
+                    "(a passage's character range), a segment's start and end in seconds"},
                 "parts": {"type": "array", "items": {"type": "object"}, "description":
                           "explain: per query part its label, weight, score against the item, "
                           "late fusion's best rank and, per modality index, score and rank"}}}

@@ -30,6 +30,10 @@ from .app import EMPTY, MODALITY, Context, cli, command, passive_openmp
                    "or over the whole index at once (fused).")
 @click.option("--explain", is_flag=True, help="Show each part's score (and rank, for late fusion) per result.")
 @click.option("--exclude-self", is_flag=True, help="Leave --like items and their exact duplicates out.")
+@click.option("--hybrid", is_flag=True, help="Also rank the words by full-text search (file names, paths, "
+              "captions, note text; BM25) and fuse that list in (RRF).")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="With --hybrid: the vector ranking's weight; 1 − alpha is the lexical one's.")
 @click.option("--dedupe", help="'hash' (exact duplicates) or a similarity threshold such as 0.95.")
 @click.option("--path-prefix", help="Only items whose path starts with this.")
 @click.option("--glob", "path_glob", help="Only items whose path matches this glob (* and ?).")
@@ -42,7 +46,7 @@ from .app import EMPTY, MODALITY, Context, cli, command, passive_openmp
 @command
 def search(ctx: Context, query: str | None, images: tuple[str, ...], sounds: tuple[str, ...],
            likes: tuple[int, ...], k: int, offset: int, modalities: tuple[str, ...], fusion: str, rrf_k: int,
-           index_name: str | None, explain: bool, exclude_self: bool, dedupe: str | None, path_prefix: str | None,
+           index_name: str | None, explain: bool, exclude_self: bool, hybrid: bool, alpha: float, dedupe: str | None, path_prefix: str | None,
            path_glob: str | None, since: str | None, until: str | None, date_field: str, min_size: int | None,
            max_size: int | None, has_caption: bool | None) -> None:
     """Search by QUERY (words, "phrases", 2:weights, + and - terms, like:ID, image/sound paths),
@@ -58,7 +62,7 @@ def search(ctx: Context, query: str | None, images: tuple[str, ...], sounds: tup
         raise MMSearchError("give a query: TEXT, --image FILE, --audio FILE or --like ID")
     options = {"text": query, "k": k, "offset": offset, "modality": list(modalities),
                "fusion": fusion, "rrf_k": rrf_k, "index": index_name, "explain": explain,
-               "exclude_self": exclude_self, "dedupe": dedupe, "path_prefix": _absolute(path_prefix), "path_glob": path_glob,
+               "exclude_self": exclude_self, "hybrid": hybrid, "alpha": alpha, "dedupe": dedupe, "path_prefix": _absolute(path_prefix), "path_glob": path_glob,
                "date_from": since, "date_to": until, "date_field": date_field, "min_size": min_size,
                "max_size": max_size, "has_caption": has_caption}
     request = build({key: value for key, value in options.items() if value is not None}, files, allow_files=True,

@@ -4,12 +4,15 @@
   const $ = (selector) => document.querySelector(selector);
   const form = $("#search-form"), input = $("#q"), statusBox = $("#status"), grid = $("#results");
   const moreButton = $("#more"), chipsBox = $("#query-chips"), kInput = $("#k"), fusionSelect = $("#fusion");
+  const hybridBox = $("#hybrid");
   const fileInput = $("#file-input"), micButton = $("#mic"), overlay = $("#drop-overlay"), intro = $("#intro");
   const dialog = $("#detail"), template = $("#card-template"), libraryBox = $("#library"), fmt = window.mmFormat;
+  const matches = window.mmMatches;
   const AUDIO_EXT = /\.(wav|flac|ogg|oga|mp3|m4a|opus|mp4|m4v|mov|webm|avi)$/i;
 
   // What is being searched for: words, an item (like), and/or a file (image or sound).
-  const state = { q: "", like: null, likeName: "", file: null, fileKind: null, offset: 0 };
+  // words: the query's words, highlighted in the results' text; hybrid: whether this search sent hybrid.
+  const state = { q: "", like: null, likeName: "", file: null, fileKind: null, offset: 0, words: [], hybrid: false };
   let inFlight = null, rankOf = null, libraryItems = null;
 
   // --- status -------------------------------------------------------------------------------------
@@ -30,6 +33,7 @@
     if (hasQuery()) search();
   }));
   fusionSelect.addEventListener("change", () => { if (hasQuery()) search(); });
+  hybridBox.addEventListener("change", () => { if (hasQuery()) search(); });
   kInput.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); search(); } });
 
   function hasQuery() { return Boolean(input.value.trim() || state.like || state.file); }
@@ -83,6 +87,7 @@
     modalities().forEach((m) => params.append("modality", m));
     if (kInput.value && kInput.value !== "24") params.set("k", kInput.value);
     if (fusionSelect.value !== "early") params.set("fusion", fusionSelect.value);
+    if (hybridBox.checked) params.set("hybrid", "1");
     const url = location.pathname + (params.toString() ? "?" + params : "");
     if (url !== location.pathname + location.search) history[push ? "pushState" : "replaceState"](null, "", url);
   }
@@ -97,6 +102,7 @@
       chip.setAttribute("aria-pressed", chosen.includes(chip.dataset.modality) ? "true" : "false"));
     kInput.value = params.get("k") || "24";
     fusionSelect.value = params.get("fusion") || "early";
+    hybridBox.checked = ["1", "true", "on"].includes((params.get("hybrid") || "").toLowerCase());
     renderChips();
     if (state.like) nameLike(state.like);
   }
@@ -136,6 +142,12 @@
     const controller = new AbortController(); inFlight = controller;
     let init;
     const options = { k, offset: state.offset, fusion: fusionSelect.value, explain: true };
+    if (!append) {
+      state.words = fmt.queryWords(input.value);
+      // hybrid looks the query's words up: a search without any (a file, like:ID, only -words) is refused
+      state.hybrid = hybridBox.checked && fmt.hasWords(input.value);
+    }
+    if (state.hybrid) options.hybrid = true;
     const mods = modalities();
     if (state.file) {
       const body = new FormData();
@@ -166,8 +178,11 @@
         }
         throw new Error(message);
       }
-      const late = data.fusion && data.fusion !== "early";
-      data.results.forEach((r) => grid.append(card(r, late ? rankOf(r.score) : null, data.fusion)));
+      // late fusion and hybrid (vector and word rankings fused by RRF) score on no common scale: ranks
+      const late = (data.fusion && data.fusion !== "early") || state.hybrid;
+      const fused = state.hybrid ? (data.fusion && data.fusion !== "early" ? data.fusion + " + hybrid" : "hybrid")
+        : data.fusion;
+      data.results.forEach((r) => grid.append(card(r, late ? rankOf(r.score) : null, fused)));
       state.offset = data.next || 0;
       moreButton.hidden = !data.next;
       const total = grid.children.length;
@@ -209,14 +224,15 @@
       audio.addEventListener("timeupdate", () => {
         if (audio.duration) played.style.width = (100 * audio.currentTime / audio.duration) + "%";
       });
+      matches.segment(r, wave, audio, visual);
       wave.addEventListener("click", (e) => {  // click the picture to seek
         const box = wave.getBoundingClientRect();
         const seek = () => { audio.currentTime = audio.duration * (e.clientX - box.left) / box.width; audio.play(); };
         if (audio.readyState >= 1) seek(); else { audio.addEventListener("loadedmetadata", seek, { once: true }); audio.load(); }
       });
-      visual.append(wave, audio);
+      visual.prepend(wave); visual.append(audio);
     } else {
-      visual.textContent = r.snippet || "";
+      visual.append(matches.snippet(r, state.words));
       visual.addEventListener("click", () => showDetail(r.id));
     }
     const badge = el("span", "badge", r.modality); visual.append(badge);
@@ -227,7 +243,14 @@
       score.textContent = "#" + rank; score.dataset.rank = rank;
       score.title = `rank ${rank} after ${fusion} fusion (fused score ${Number(r.score).toPrecision(3)})`;
     } else if (typeof r.score === "number") score.textContent = r.score.toFixed(3);
-    if (r.caption) node.querySelector(".info").after(el("div", "caption", r.caption));
+    if (r.caption) {
+      const caption = el("div", "caption");
+      caption.append(fmt.highlight(r.caption, state.words).fragment);
+      caption.title = r.caption;
+      node.querySelector(".info").after(caption);
+    }
+    const matched = matches.line(r);
+    if (matched) node.querySelector(".actions").before(matched);
     const why = explain(r);
     if (why) node.querySelector(".actions").before(el("div", "why", why));
     node.querySelector(".like").addEventListener("click", () => moreLike(r.id, r.name));
@@ -240,11 +263,13 @@
   function explain(r) {
     const parts = r.parts || [];
     const captioned = parts.some((p) => p.vectors && p.vectors.caption !== undefined);
-    if (parts.length < 2 && !captioned) return "";
+    const lexical = parts.some((p) => p.lexical && p.lexical.rank);
+    if (parts.length < 2 && !captioned && !lexical) return "";
     const fmt = (x) => (typeof x === "number" ? x.toFixed(2) : "–");
     return parts.map((p) => {
       let text = `${p.weight < 0 ? "−" : ""}${p.label} ${fmt(p.score)}`;
       if (p.rank) text += ` #${p.rank}`;
+      if (p.lexical && p.lexical.rank) text += ` words #${p.lexical.rank}`;
       if (p.vectors && p.vectors.caption !== undefined) {
         text += ` (caption ${fmt(p.vectors.caption)}, ${r.modality} ${fmt(p.vectors.content)})`;
       }

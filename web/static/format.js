@@ -1,4 +1,5 @@
-// mmsearch search page: formatting helpers (sizes, durations, dates, ranks, item metadata, library counts).
+// mmsearch search page: formatting helpers (sizes, durations, dates, ranks, item metadata, library counts,
+// the query's words highlighted in a result's text).
 // Plain JS, no build step; app.js uses them as window.mmFormat.
 "use strict";
 window.mmFormat = (() => {
@@ -80,5 +81,95 @@ window.mmFormat = (() => {
     };
   }
 
-  return { size, duration, date, metadataRows, library, ranker };
+  // 16 → "0:16", 75.4 → "1:15", 3700 → "1:01:40": a position in a sound, as players show it (whole seconds)
+  function clock(seconds) {
+    if (typeof seconds !== "number" || !isFinite(seconds) || seconds < 0) return "";
+    const total = Math.floor(seconds + 1e-6), h = Math.floor(total / 3600), m = Math.floor(total / 60) % 60;
+    return `${h ? h + ":" + pad(m) : m}:${pad(total % 60)}`;
+  }
+
+  // --- the query's words: what a result's text is highlighted with ---------------------------------
+  // The search box's syntax (search/syntax.py): terms joined by + or -, a leading - negates the next term,
+  // N: before a term weighs it, "quoted phrases", like:ID. Terms as {text, weight}, like: ones left out.
+  const WEIGHT = /^([+-]?\d+(?:\.\d+)?):(.+)$/s;
+  function tokens(text) {
+    const out = [];
+    let token = "", quoted = false, started = false, quote = "";
+    for (let i = 0; i < text.length; i++) {
+      const char = text[i];
+      if (quote) {
+        if (char === quote) quote = "";
+        else if (char === "\\" && quote === '"') token += text[++i] || "";
+        else token += char;
+      } else if (char === "'" || char === '"') { quote = char; quoted = true; started = true; }
+      else if (char === "\\") { token += text[++i] || ""; started = true; }
+      else if (/\s/.test(char) || char === "+") {
+        if (started) out.push([token, quoted]);
+        token = ""; quoted = false; started = false;
+        if (char === "+") out.push(["+", false]);
+      } else { token += char; started = true; }
+    }
+    if (started) out.push([token, quoted]);  // an unclosed quote: the server says what is wrong
+    return out;
+  }
+  function terms(text) {
+    const out = [];
+    let sign = 1;
+    for (let [token, quoted] of tokens(String(text || ""))) {
+      if (token === "+" && !quoted) { sign = 1; continue; }
+      if (token.startsWith("-") && !WEIGHT.test(token)) { sign = -1; token = token.slice(1); if (!token) continue; }
+      let weight = sign, term = token;
+      const weighted = WEIGHT.exec(token);
+      if (weighted) { weight = sign * parseFloat(weighted[1]); term = weighted[2]; }
+      sign = 1;
+      if (!term.startsWith("like:")) out.push({ text: term, weight });
+    }
+    return out;
+  }
+  // Whether a query has words to look up (hybrid search needs a text part with a positive weight).
+  const hasWords = (text) => terms(text).some((t) => t.weight > 0 && t.text.trim() !== "");
+  // The words of the query's positive terms (2 characters or more), lower case, longest first.
+  const WORD = /[\p{L}\p{N}\p{M}]+/gu;
+  function queryWords(text) {
+    const words = new Set();
+    terms(text).filter((t) => t.weight > 0).forEach((t) =>
+      (t.text.match(WORD) || []).forEach((w) => { if ([...w].length >= 2) words.add(w.toLocaleLowerCase()); }));
+    return [...words].sort((a, b) => b.length - a.length);
+  }
+  // A pattern matching the words whole (a plural "s" or "es" allowed), case-insensitively; null for none.
+  function wordPattern(words) {
+    if (!words || !words.length) return null;
+    const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    return new RegExp(`(?<![\\p{L}\\p{N}\\p{M}])(?:${escaped.join("|")})(?:e?s)?(?![\\p{L}\\p{N}\\p{M}])`, "giu");
+  }
+  // ``text`` as DOM nodes: text nodes, and each of ``words`` in a <mark>. Never markup from the text
+  // itself: it is only ever a text node's data. With ``lead`` (characters), a text whose first match comes
+  // later starts a few words before it ("…" in front), so the match is in sight; ``cut`` starts with "…"
+  // anyway (a passage from the middle of a note).
+  function highlight(text, words, { lead = null, cut = false } = {}) {
+    const fragment = document.createDocumentFragment(), pattern = wordPattern(words);
+    text = String(text || "");
+    const first = pattern ? text.search(pattern) : -1;
+    if (lead !== null && first > lead) {
+      const from = text.slice(0, first - lead).search(/\s\S*$/);  // the last word boundary before
+      text = text.slice(from >= 0 ? from + 1 : first - lead);
+      cut = true;
+    }
+    if (cut) text = "…" + text.replace(/^\s+/, "");
+    let at = 0, count = 0;
+    if (pattern) {
+      for (const found of text.matchAll(pattern)) {
+        if (found.index > at) fragment.append(document.createTextNode(text.slice(at, found.index)));
+        const mark = document.createElement("mark");
+        mark.textContent = found[0];
+        fragment.append(mark);
+        at = found.index + found[0].length;
+        count++;
+      }
+    }
+    if (at < text.length) fragment.append(document.createTextNode(text.slice(at)));
+    return { fragment, count };
+  }
+
+  return { size, duration, date, metadataRows, library, ranker, clock, terms, hasWords, queryWords, highlight };
 })();

@@ -1,0 +1,107 @@
+"""Keeping a vector index file the exact cache of SQL: check it, catch it up on what changed since the
+generation it reflects, or rebuild it. Ids are vector ids (search.tables.vector_id), changes come per item:
+an item with any newer vector has all its vectors replaced."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mmsearch.errors import MMSearchError
+
+from .store import Store
+from .tables import item_of
+from .vector_index import FaissIndex, IndexState, faiss_reason
+
+
+@dataclass
+class SyncReport:
+    action: str  # "fresh", "caught-up" or "rebuilt"
+    added: int = 0
+    removed: int = 0
+
+
+def check(index: FaissIndex | None, store: Store, want: IndexState) -> list[str]:
+    """Ways the cached index disagrees with SQL and the wanted layout; empty when it is exact."""
+    if index is None:
+        return ["vector index file is missing or unreadable"]
+    problems = []
+    if not index.state.same_layout(want):
+        problems.append(f"index built as {index.state.layout()}, wanted {want.layout()}")
+    generation = store.generation()
+    if index.state.generation != generation:
+        problems.append(f"index reflects generation {index.state.generation}, database is at {generation}")
+    index_ids, sql_ids = index.ids(), store.vector_ids(want.space)
+    if len(np.unique(index_ids)) != len(index_ids):
+        problems.append("index holds duplicate ids")
+    if len(index_ids) != len(sql_ids):
+        problems.append(f"index holds {len(index_ids)} vectors, database {len(sql_ids)}")
+    elif not np.array_equal(np.sort(index_ids), np.sort(sql_ids)):
+        problems.append("index ids differ from database ids")
+    return problems
+
+
+def sync(index: FaissIndex | None, store: Store, want: IndexState) -> tuple[FaissIndex, SyncReport]:
+    """Bring the index to what SQL holds: nothing to do, catch up on changes, or rebuild from scratch."""
+    generation = store.generation()  # read first: anything committed later is re-applied next time
+    usable = index is not None and index.state.generation <= generation and index.state.same_layout(want)
+    if usable and not check(index, store, want):
+        return index, SyncReport("fresh")
+    if usable:
+        try:
+            report = _catch_up(index, store, index.state.generation)
+            index.state = replace(index.state, generation=generation, weights=want.weights)
+            return index, report
+        except RuntimeError:  # e.g. an index type without remove_ids: rebuild instead
+            pass
+    return _rebuild(store, replace(want, generation=generation))
+
+
+def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
+    """Apply what changed since generation ``since``. Its reads are separate queries while another process
+    may commit, so the result is checked against what these reads saw (SQL's ids, plus the changed ones),
+    never against a later count: a commit in between is newer than the generation read first and is applied
+    by the next sync, it is no reason to rebuild the whole index."""
+    space = index.state.space
+    sql_ids = store.vector_ids(space)
+    index_ids = index.ids().copy()
+    changed = list(store.iter_vectors(since_generation=since, space=space))
+    changed_ids = np.concatenate([ids for ids, _ in changed]) if changed else np.zeros(0, np.int64)
+    changed_items = np.unique(item_of(changed_ids))
+    stale = np.union1d(np.setdiff1d(index_ids, sql_ids), index_ids[np.isin(item_of(index_ids), changed_items)])
+    index.remove(stale)
+    for ids, vectors in changed:
+        index.add(ids, vectors)
+    missing = np.setdiff1d(np.setdiff1d(sql_ids, index_ids), changed_ids)
+    added = len(changed_ids)
+    if len(missing):
+        for ids, vectors in store.iter_vectors(ids=np.unique(item_of(missing)), space=space):
+            keep = np.isin(ids, missing)
+            index.add(ids[keep], vectors[keep])
+            added += int(keep.sum())
+    now = index.ids()
+    if not len(np.unique(now)) == len(now) == len(np.union1d(sql_ids, changed_ids)):
+        raise RuntimeError("count mismatch after catch-up")
+    return SyncReport("caught-up", added=added, removed=len(stale))
+
+
+def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
+    index = FaissIndex(state)
+    chunks = store.iter_vectors(space=state.space)
+    if not index.cpu.is_trained:  # IVF-style indexes train on everything SQL holds
+        chunks = list(chunks)
+        if chunks:
+            sample = np.concatenate([v for _, v in chunks])
+            try:
+                index.cpu.train(sample)
+            except RuntimeError as exc:
+                raise MMSearchError(f"index_type {state.factory!r} cannot be trained on {len(sample)} vectors "
+                                    f"({faiss_reason(exc)}); use Flat until the collection is larger") from None
+    added = 0
+    for ids, vectors in chunks:
+        if vectors.shape[1] != state.dim:
+            raise MMSearchError(f"database holds {vectors.shape[1]}-d vectors, the model makes {state.dim}-d; "
+                                f"run index --reembed")
+        index.add(ids, vectors)
+        added += len(ids)
+    return index, SyncReport("rebuilt", added=added)
