@@ -95,8 +95,9 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_float),
     Setting("max_text_chars", 100_000, "Characters of a text document kept in the database.", _positive_int),
     Setting("modality_weights", "image=1,audio=1,text=1",
-            "Weights of an item's vectors in its fused vector: an image or sound with a caption is indexed as "
-            "normalise(w[own modality]·content + w[text]·caption). Changing them only rebuilds the index.",
+            "Weights of an item's vectors in its one item vector, which --like, --dedupe and explain's "
+            "item_vector use: normalise(w[own modality]·content + w[text]·caption). Ranking compares the query "
+            "with each vector on its own, so changing them changes no index.",
             _weights),
     Setting("index_type", "Flat",
             "FAISS index factory string for the vector index (inner product), e.g. Flat or IVF1024,Flat."),

@@ -84,3 +84,10 @@ def fuse_parts(parts: Mapping[str, np.ndarray], modality: str, weights: Mapping[
         weights.get("text", 1.0) * np.asarray(parts[CAPTION], np.float64)
     norm = np.linalg.norm(fused)
     return (fused / norm).astype(np.float32) if norm > 1e-6 else content.copy()
+
+
+def coverage(a: np.ndarray, b: np.ndarray) -> float:
+    """How well two sets of vectors (rows) cover each other: the lowest, over every vector of either, of its
+    best similarity in the other (1.0: each has an identical counterpart)."""
+    similarity = np.asarray(a, np.float32) @ np.asarray(b, np.float32).T
+    return float(min(similarity.max(axis=1).min(), similarity.max(axis=0).min()))

@@ -14,7 +14,7 @@ from . import fusion
 from .matches import describe_match, explain
 from .request import Filters, QueryPart, SearchRequest
 from .store import Store
-from .tables import FUSED, Item, slot_of
+from .tables import CAPTION, FUSED, Item, slot_of
 from .vector_index import FaissIndex, Partitioned
 
 LATE_DEPTH = 100  # each positive part's list in late fusion reaches at least this deep
@@ -284,12 +284,18 @@ class Searcher:
                     kept.append((item_id, score))
                     seen.add(digest)
             return kept
-        vectors: list[np.ndarray] = []
-        fused = self._fused([item_id for item_id, _ in ranked])  # one query, not one per ranked item
+        # Near duplicates: item vectors at least ``how`` alike, and every content, passage and segment vector
+        # of each has one at least ``how`` alike in the other, so two long notes that share an opening but
+        # end differently are two items, not one.
+        ids = [item_id for item_id, _ in ranked]
+        fused, own = self._fused(ids), self.store.part_vectors(ids)  # one query each, not one per item
+        bodies = {i: np.stack([r.vector for r in rows if r.kind != CAPTION]) for i, rows in own.items()}
+        held: list[int] = []
         for item_id, score in ranked:
             vector = fused.get(item_id)
-            if vector is None or all(float(vector @ other) < how for other in vectors):
+            if vector is None or not any(float(vector @ fused[other]) >= how and
+                                         fusion.coverage(bodies[item_id], bodies[other]) >= how for other in held):
                 kept.append((item_id, score))
                 if vector is not None:
-                    vectors.append(vector)
+                    held.append(item_id)
         return kept

@@ -233,3 +233,20 @@ def test_hybrid_finds_a_made_up_word_and_a_file_name_word_first(store_kind, runn
     phrase = top('"the budget and the garden"', "--hybrid", "--explain", "-k", "13")["results"]
     assert phrase[0]["name"] == "note7.txt"
     assert [r["name"] for r in phrase if r["parts"][0]["lexical"]["rank"] is not None] == ["note7.txt"]
+
+
+def test_near_duplicate_folding_keeps_notes_that_end_differently(ten_notes, settings, tmp_path):
+    """--dedupe 0.95 folded the ten notes into one when each was one vector (their openings); now two
+    items fold only when each of their vectors has a near-identical one in the other: a copy of a note
+    folds into it, a note with another ending does not."""
+    root, endings = ten_notes
+    (root / "copy-of-note3.txt").write_text((root / "note3.txt").read_text() + "\n")
+    library = Library(settings)
+    library.run_index([str(root)])
+    query = " ".join(endings[3]) + "."
+    plain = library.search(SearchRequest([QueryPart("text", query)], k=11)).results
+    folded = library.search(SearchRequest([QueryPart("text", query)], k=11, dedupe=0.95)).results
+    names = [hit.item.path.rsplit("/", 1)[1] for hit in folded]
+    assert len(plain) == 11 and len(folded) == 10
+    assert names[0] in ("note3.txt", "copy-of-note3.txt") and "note0.txt" in names and "note9.txt" in names
+    assert not {"note3.txt", "copy-of-note3.txt"} <= set(names)
