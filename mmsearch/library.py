@@ -12,12 +12,15 @@ a no-op index run and --like stay fast.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
+from mmsearch.encoders.identity import describe
 from mmsearch.search.query import Searcher, SearchResponse
-from mmsearch.search.request import SearchRequest
+from mmsearch.search.request import QueryPart, SearchRequest
 from mmsearch.search.store import Store
 from mmsearch.search.index_sync import SyncReport
 from mmsearch.search.vector_index import Partitioned
@@ -30,6 +33,45 @@ from .models import Models
 from .settings import Settings
 
 
+class TextVectors:
+    """A bounded LRU of text-query vectors (as Immich keeps), safe for the web server's threads: keyed by the
+    encoder's identity and the exact text, one per Library (so never shared across data dirs). It hands out
+    copies, so a caller cannot change what it holds. Size 0 keeps nothing."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:
+        if self.size <= 0:
+            return make()
+        with self._lock:
+            held = self._entries.get(key)
+            if held is not None:
+                self._entries.move_to_end(key)
+                return held.copy()
+        vector = np.array(make(), np.float32)  # our own copy: the encoder's array may be reused
+        vector.setflags(write=False)
+        with self._lock:  # two threads missing the same text both encode it; the entry is the same
+            self._entries[key] = vector
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return vector.copy()
+
+
+def unit(values: Any) -> np.ndarray:
+    """A vector part's numbers as a (1, dim) unit vector; scaled by the largest first, so huge or tiny numbers
+    neither overflow nor vanish."""
+    vector = np.asarray(values, np.float64).reshape(-1)
+    vector = vector / np.abs(vector).max()
+    return (vector / np.linalg.norm(vector)).astype(np.float32).reshape(1, -1)
+
+
 class Library:
     def __init__(self, settings: Settings, existing: bool = False):
         """``existing``: only open a collection that is there (read-only commands); never create one."""
@@ -40,6 +82,7 @@ class Library:
         self.models = Models(settings, self.store)
         self.cache = IndexCache(settings, self.store, self.data_path)
         self.pictures = PictureCache(self.data_path / PICTURES, self.store)
+        self.text_vectors = TextVectors(settings.query_cache_size)
 
     # --- delegated, for callers that only want one thing --------------------------------------------
     def encoder(self) -> Any:
@@ -62,13 +105,37 @@ class Library:
         return self.data_dir.write_lock()
 
     # --- queries ----------------------------------------------------------------------------------
-    def embed_query(self, kind: str, value: str | bytes) -> np.ndarray:
-        """One query part as a (1, dim) vector: text, or the bytes of an image or a sound file."""
+    def vector_dims(self) -> tuple[int, str]:
+        """How many numbers this data dir's vectors have, and its model: the one it was indexed with, else
+        the one the settings choose."""
+        stored = self.models.stored() or self.models.spec().identity()
+        return int(stored["dim"]), describe(stored)
+
+    def check_vectors(self, parts: Sequence[QueryPart]) -> None:
+        """Vector parts must have the data dir's dimension (only the data dir knows it): one-line error else."""
+        vectors = [(n, len(p.value)) for n, p in enumerate(parts, start=1) if p.kind == "vector"]
+        if vectors:
+            dims, model = self.vector_dims()
+            wrong = next(((n, size) for n, size in vectors if size != dims), None)
+            if wrong is not None:
+                raise MMSearchError(f"query part {wrong[0]} (a vector) has {wrong[1]} numbers, not {dims}: this "
+                                    f"data dir's model, {model}, makes vectors of {dims} dimensions")
+
+    def embed_query(self, kind: str, value: Any) -> np.ndarray:
+        """One query part as a (1, dim) vector: text (kept in the LRU of setting query_cache_size), the
+        bytes of an image or a sound file, or a vector's numbers (normalised)."""
         from mmsearch.indexer.decode import DecodeError, decode_audio, decode_image, model_input_side
         if kind == "text":
-            if not str(value).strip():
+            text = str(value)
+            if not text.strip():
                 raise MMSearchError("the query text is empty")
-            return self.encoder().encode_texts([str(value)])
+            spec = self.models.spec()
+            return self.text_vectors.get((spec.name, spec.pretrained, spec.dim, text),
+                                         lambda: self.encoder().encode_texts([text]))
+        if kind == "vector":
+            part = QueryPart("vector", value)
+            self.check_vectors([part])
+            return unit(part.value)
         try:
             if kind == "image":
                 encoder, settings = self.encoder(), self.settings
@@ -88,7 +155,9 @@ class Library:
     def search(self, request: SearchRequest, embed: Callable[[str, Any], np.ndarray] | None = None
                ) -> SearchResponse:
         """A multi-part search with fusion, filters and explanations; ``embed`` (kind, value) → vector
-        replaces embed_query, e.g. with a cache."""
+        replaces embed_query. Vector parts are checked against the data dir's dimension before anything
+        is embedded or searched."""
+        self.check_vectors(request.parts)
         embed = embed or self.embed_query
         return self.searcher().search(request, lambda part: embed(part.kind, part.value))
 
@@ -158,6 +227,9 @@ class Library:
                 repaired.append(f"rebuilt the vector index from SQL: {self.cache.rebuild().added} vectors")
             except (MMSearchError, ValueError) as exc:  # ValueError: SQL holds vectors of mixed sizes
                 left.append(f"cannot rebuild the vector index from SQL: {exc}")
+            if any("full-text index" in p for p in found):
+                self.store.rebuild_lexical()
+                repaired.append("made the full-text index again from the items")
             removed = self.pictures.clear()
             if removed:
                 repaired.append("emptied the picture cache, to be drawn again on demand: " +

@@ -13,7 +13,9 @@ MODALITIES = (IMAGE, AUDIO, TEXT)
 MEDIA = (IMAGE, AUDIO)  # modalities whose files can carry a caption sidecar
 
 EXTENSIONS: dict[str, frozenset[str]] = {
-    IMAGE: frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}),
+    IMAGE: frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                      ".heic", ".heif", ".avif",  # pillow-heif; Pillow's own AVIF plugin
+                      ".dng", ".cr2", ".nef", ".arw"}),  # camera RAW through LibRaw (rawpy)
     AUDIO: frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".opus",
                       # the sound track of video containers; a video without one fails "no audio stream"
                       ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"}),

@@ -113,6 +113,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("query_max_weight", 1000.0, "Largest weight a query part may have, in either sign.", _positive_float),
     Setting("explain_max_rows", 4000, "With explain, k × query parts may be at most this: each result explains "
             "each part.", _positive_int),
+    Setting("query_cache_size", 1024, "Text queries whose vectors each process keeps (an LRU keyed by model and "
+            "exact text), so a repeated query skips the text encoder; 0 keeps none.", _non_negative_int),
     Setting("json_max_depth", 32, "Deepest nesting of arrays and objects a JSON request body may have.",
             _positive_int),
     Setting("max_upload_bytes", 50 * 1024 * 1024,

@@ -153,6 +153,25 @@ def search(session: Any, dialect_name: str, text: str | None, limit: int,
     return [(int(i), float(score)) for i, score in session.execute(sql(query), params)]
 
 
+def problems(session: Any, dialect_name: str) -> list[str]:
+    """Whether the full-text index agrees with the items (SQLite's FTS5 integrity check; PostgreSQL's index
+    is a generated column, which cannot disagree)."""
+    if dialect_name != "sqlite":
+        return []
+    try:
+        with session.begin_nested():
+            session.execute(sql(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rank) VALUES ('integrity-check', 1)"))
+    except Exception:  # sqlite3 says "database disk image is malformed" for an index out of step
+        return ["the full-text index disagrees with the items: run 'mmsearch verify --repair'"]
+    return []
+
+
+def rebuild(session: Any, dialect_name: str) -> None:
+    """Make the full-text index again from the items (SQLite); nothing to do on PostgreSQL."""
+    if dialect_name == "sqlite":
+        session.execute(sql(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('rebuild')"))
+
+
 # --- the schema: what revision 0003 made that the ORM does not declare -------------------------------------
 def not_in_orm(name: str | None, type_: str, parent_names: dict) -> bool:
     """Alembic's include_name hook, negated: the full-text index's own objects, which the database keeps

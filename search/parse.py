@@ -3,7 +3,8 @@ search.request.SearchRequest, with a one-line MMSearchError (a 400 in the API) f
 
 Only the CLI passes ``allow_files=True``, so a path in its query text is read as an image or a sound;
 for the API a query text is never a path. Image and sound parts arrive as file contents (uploads,
-base64 in JSON, or files the CLI read); nothing here opens a file by name on the API's behalf.
+base64 in JSON, or files the CLI read), vector parts as lists of numbers; nothing here opens a file by name
+on the API's behalf.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from mmsearch.errors import MMSearchError
 from mmsearch.modalities import check
 
 from .request import (KINDS, MAX_ID, MAX_K, MAX_LABEL_CHARS, MAX_OFFSET, MAX_PATH_CHARS, MAX_RRF_K, MAX_TEXT_CHARS,
-                      Filters, Limits, QueryPart, SearchRequest)
+                      MAX_VECTOR_DIMS, Filters, Limits, QueryPart, SearchRequest, vector_value)
 from .syntax import parse_query
 
 FILTER_KEYS = ("path_prefix", "path_glob", "date_from", "date_to", "date_field", "min_size", "max_size",
@@ -164,6 +165,22 @@ def _b64(name: str, raw: Any) -> bytes:
         raise BadRequest(f"{name} is not valid base64") from None
 
 
+def _vector(name: str, raw: Any) -> tuple[float, ...]:
+    """A JSON list of numbers; how many the data dir's model needs is checked where the request meets the
+    library (Library.search), since only the data dir knows."""
+    if not isinstance(raw, list):
+        raise BadRequest(f"{name} must be a list of numbers (a vector)")
+    if not 1 <= len(raw) <= MAX_VECTOR_DIMS:
+        raise BadRequest(f"{name} must have 1 to {MAX_VECTOR_DIMS} numbers, not {len(raw)}")
+    wrong = next((n for n, v in enumerate(raw) if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+    if wrong is not None:
+        raise BadRequest(f"{name}[{wrong}] must be a number")
+    try:
+        return vector_value(raw)
+    except MMSearchError as exc:
+        raise BadRequest(f"{name}: {exc}") from None
+
+
 def json_part(n: int, raw: Any) -> QueryPart:
     where = f"parts[{n}]"
     if not isinstance(raw, Mapping):
@@ -182,6 +199,8 @@ def json_part(n: int, raw: Any) -> QueryPart:
         value = _string(f"{where}.value", value)
     elif kind == "item":
         value = item_id(value)
+    elif kind == "vector":
+        value = _vector(f"{where}.value", value)
     else:
         value = _b64(f"{where}.value", value)
     return QueryPart(kind, value, weight, _string(f"{where}.label", raw.get("label", ""), MAX_LABEL_CHARS))

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 from mmsearch.errors import MMSearchError
 from mmsearch.modalities import MODALITIES, check
 
-KINDS = ("text", "image", "audio", "item")
+KINDS = ("text", "image", "audio", "item", "vector")
 FUSIONS = ("early", "rrf", "relative", "dbsf")
 INDEXES = ("fused", "modality")  # what late fusion ranks in: the whole index, or each modality's part of it
 MAX_K = 1000
@@ -18,6 +20,7 @@ MAX_RRF_K = 100_000
 MAX_TEXT_CHARS = 10_000  # a text part's value (the query text itself: setting query_max_chars)
 MAX_PATH_CHARS = 4096  # path_prefix and path_glob
 MAX_LABEL_CHARS = 200
+MAX_VECTOR_DIMS = 8192  # a vector part's numbers (the data dir's model fixes how many it must have)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class Limits:
 
 @dataclass
 class QueryPart:
-    """One part of a query: words, the bytes of an image or sound, or an indexed item's id; signed weight."""
+    """One part of a query: words, the bytes of an image or sound, an indexed item's id or a vector (kept as a
+    tuple of floats, normalised when embedded); signed weight."""
 
     kind: str
     value: Any
@@ -72,9 +76,35 @@ class QueryPart:
             raise MMSearchError("an item query part needs an item id, a positive integer")
         if self.kind in ("image", "audio") and not isinstance(self.value, (bytes, bytearray)):
             raise MMSearchError(f"an {self.kind} query part needs file content")
+        if self.kind == "vector":
+            self.value = vector_value(self.value)
         if not self.label:
             self.label = {"text": lambda v: f'"{v}"', "item": lambda v: f"like:{v}"}.get(
                 self.kind, lambda v: self.kind)(self.value)
+
+
+def vector_value(raw: Any) -> tuple[float, ...]:
+    """A vector part's numbers: a sequence or a 1-d array (or one row) of 1 to MAX_VECTOR_DIMS finite real
+    numbers, not all 0 (a zero vector has no direction)."""
+    shape = getattr(raw, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[0] == 1:
+        raw = raw[0]
+    if isinstance(raw, (str, bytes, bytearray)) or not hasattr(raw, "__len__") or len(getattr(raw, "shape", (0,))) != 1:
+        raise MMSearchError("a vector query part needs a list of numbers")
+    if not 1 <= len(raw) <= MAX_VECTOR_DIMS:
+        raise MMSearchError(f"a vector query part has 1 to {MAX_VECTOR_DIMS} numbers, not {len(raw)}")
+    values = raw.tolist() if hasattr(raw, "tolist") else list(raw)
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in values):
+        raise MMSearchError("a vector query part's numbers must all be real numbers")
+    try:
+        values = tuple(float(v) for v in values)
+    except OverflowError:
+        raise MMSearchError("a vector query part's numbers must be finite") from None
+    if not all(math.isfinite(v) for v in values):
+        raise MMSearchError("a vector query part's numbers must be finite")
+    if not any(values):
+        raise MMSearchError("a vector query part must not be all zeros: a zero vector has no direction")
+    return values
 
 
 @dataclass

@@ -21,7 +21,7 @@ from mmsearch.modalities import MODALITIES
 
 from . import schema
 from .filters import filter_query
-from . import fusion, health
+from . import fusion, health, lexical
 from .fusion import fuse_parts
 from .writes import Batch
 from .tables import (CAPTION, CAPTION_SLOT, CONTENT, CONTENT_SLOT, FAILED, FUSED, OK, PASSAGE, PENDING, Item, Meta,
@@ -251,10 +251,9 @@ class Store:
         return removed
 
     def analyze(self) -> None:
-        """Refresh SQLite's planner statistics after bulk changes (PostgreSQL's autovacuum does this itself).
-        Without them SQLite guesses every indexed equality selective and reads nearly all items through the
-        status index for a path filter that keeps 1 %. A full ANALYZE (~60 ms per 100k items here): a
-        sampled one (analysis_limit) misjudged the status column the same way."""
+        """Refresh SQLite's planner statistics after bulk changes (PostgreSQL's autovacuum does this itself):
+        without them a path filter keeping 1 % read nearly all items through the status index. A full
+        ANALYZE (~60 ms per 100k items); a sampled one (analysis_limit) misjudged the status column too."""
         if self.engine.dialect.name != "sqlite":
             return
         with self.engine.connect() as connection:
@@ -282,9 +281,15 @@ class Store:
                 self._set(session, key, value)
 
     def vector_problems(self, encoder: str, dim: int) -> list[str]:
-        """Disagreements within SQL (search.health.vector_problems)."""
+        """Disagreements within SQL (search.health.vector_problems), the full-text index's included."""
         with self.session() as session:
-            return health.vector_problems(session, encoder, dim, self._get(session, "audio_key"))
+            return health.vector_problems(session, encoder, dim, self._get(session, "audio_key")) + \
+                lexical.problems(session, self.engine.dialect.name)
+
+    def rebuild_lexical(self) -> None:
+        """The full-text index made again from the items (verify --repair)."""
+        with self.session() as session:
+            lexical.rebuild(session, self.engine.dialect.name)
 
     def mark_pending(self, session: Session, modality: str | None = None) -> None:
         """Drop the vectors of every item (or of one modality): a new encoder is taking over."""
@@ -296,9 +301,8 @@ class Store:
 
     def lexical(self, text: str, limit: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """(id, score) of the ok items whose name, path, caption or text hold the query's words, best first."""
-        from .lexical import search  # the one change here while the vector side moves: no import line above
         with self.session() as session:
-            return search(session, self.engine.dialect.name, text, limit, allowed)
+            return lexical.search(session, self.engine.dialect.name, text, limit, allowed)
 
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray:

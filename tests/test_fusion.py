@@ -62,6 +62,12 @@ def test_distribution_based_score_fusion_by_hand():
     ("a dog on a beach", [("text", "a dog on a beach", 1.0)]),
     ("cat + 0.5:dog", [("text", "cat", 1.0), ("text", "dog", 0.5)]),
     ("-1.5:rain", [("text", "rain", -1.5)]),
+    # an apostrophe inside or at the end of a word is a letter; one that starts a term quotes up to a
+    # closing one that ends a term (the web box and the API: "don't stop" was "No closing quotation")
+    ("don't stop", [("text", "don't stop", 1.0)]),
+    ("the keeper's umbrellas", [("text", "the keeper's umbrellas", 1.0)]),
+    ("'tis the season", [("text", "'tis the season", 1.0)]),
+    ("'sea view' - boats'", [("text", "sea view", 1.0), ("text", "boats'", -1.0)]),
 ])
 def test_query_syntax(text, expected):
     assert [(p.kind, p.value, p.weight) for p in parse_query(text)] == expected

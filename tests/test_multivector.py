@@ -169,6 +169,8 @@ def test_a_query_image_finds_its_own_captioned_file_first(settings, runner, data
         top = result["results"][0]
         assert (top["name"], top["match"]["kind"]) == (Path(name).name, "content")
         assert top["score"] == pytest.approx(1.0, abs=1e-4)
+        lines = runner("search", flag, str(samples / name), "-k", "1").stdout.splitlines()
+        assert lines[0].endswith(name.split("/")[1]) and lines[1].strip() == "matched: content 1.0000"
     with open(samples / "photos" / "sunset.jpg", "rb") as handle:
         response = client.post("/api/search", data={"image": (handle, "q.jpg")}, content_type="multipart/form-data")
     assert response.status_code == 200, response.get_json()
@@ -250,3 +252,21 @@ def test_near_duplicate_folding_keeps_notes_that_end_differently(ten_notes, sett
     assert len(plain) == 11 and len(folded) == 10
     assert names[0] in ("note3.txt", "copy-of-note3.txt") and "note0.txt" in names and "note9.txt" in names
     assert not {"note3.txt", "copy-of-note3.txt"} <= set(names)
+
+
+def test_verify_finds_a_full_text_index_out_of_step_and_repair_makes_it_again(settings, runner):
+    from pathlib import Path
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    assert runner("index", str(samples)).exit_code == 0
+    assert runner("verify").exit_code == 0
+    with sqlite3.connect(settings.data_path / "mmsearch.db") as connection:  # words of no item, by hand
+        connection.execute("INSERT INTO items_fts (rowid, name_terms, path, caption, text) "
+                           "VALUES (99999, 'ghost', '/nowhere', NULL, 'ghost words')")
+    result = runner("verify", "--json")
+    assert result.exit_code == 1 and any("full-text index" in p for p in json.loads(result.stdout)["problems"])
+    repaired = runner("verify", "--repair", "--json")
+    assert repaired.exit_code == 0, repaired.output
+    assert any("full-text index" in line for line in json.loads(repaired.stdout)["repaired"])
+    assert runner("verify").exit_code == 0
+    hits = json.loads(runner("search", "holiday", "--hybrid", "--json").stdout)["results"]
+    assert hits[0]["name"] == "holiday.txt"

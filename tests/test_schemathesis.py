@@ -70,7 +70,8 @@ def served(tmp_path_factory):
 
 
 def follows_the_rules(options: dict, settings) -> bool:
-    """openapi_schemas.RULES and the explain limit, for a valid case's options (each QUERY term is one part)."""
+    """openapi_schemas.RULES and the explain limit, for a valid case's options (each QUERY term is one part);
+    a vector part's length is checked against the served data dir's dimension (looked up once)."""
     if not isinstance(options, dict):
         return True
     text = options.get("text", options.get("q"))
@@ -89,6 +90,13 @@ def follows_the_rules(options: dict, settings) -> bool:
                          for n, p in enumerate(parts) if isinstance(p, dict))
     if options.get("hybrid") in (True, "true") and not words:
         return False
+    vectors = [p["value"] for p in parts if isinstance(p, dict) and p.get("kind") == "vector"]
+    if vectors:  # a vector part has the data dir's dimension (a rule the spec states in words)
+        dims = follows_the_rules.__dict__.setdefault("dims", {})
+        if settings.data_path not in dims:
+            dims[settings.data_path] = Library(settings, existing=True).vector_dims()[0]
+        if any(len(v) != dims[settings.data_path] for v in vectors):
+            return False
     return (count > 0 and not (fusion == "early" and options.get("index") == "modality")
             and (fusion == "early" or any(w > 0 for w in signs))
             and (weights is None or len(weights) == count)

@@ -7,7 +7,7 @@ from typing import Any
 from mmsearch.modalities import MODALITIES
 from mmsearch.search.parse import FILTER_KEYS
 from mmsearch.search.request import (FUSIONS, INDEXES, KINDS, MAX_ID, MAX_K, MAX_LABEL_CHARS, MAX_OFFSET,
-                                     MAX_PATH_CHARS, MAX_RRF_K, MAX_TEXT_CHARS, Limits)
+                                     MAX_PATH_CHARS, MAX_RRF_K, MAX_TEXT_CHARS, MAX_VECTOR_DIMS, Limits)
 
 NO_NUL = "^[^\\x00]*$"  # the builder refuses NUL characters in every string
 QUERY_FORMAT = "mmsearch-query"
@@ -23,7 +23,8 @@ def query_text(limits: Limits) -> dict[str, Any]:
             f"Query syntax, at most {limits.max_chars} characters (setting query_max_chars): terms joined by + or "
             "- (a leading - negates the next term), `N:` before a term multiplies its weight (N nonzero, at most "
             f"{limits.max_weight:g} in size, setting query_max_weight), a term is a \"quoted phrase\" (quotes "
-            "closed), like:ID (ID 1 to 2^63-1) or bare words, which run together into one text part. Paths are "
+            "closed), like:ID (ID 1 to 2^63-1), vector:[x, y, ...] (as a vector part) or bare words, which run "
+            "together into one text part. Paths are "
             f"words here. At most {limits.max_parts} parts in all (setting query_max_parts)."}
 
 
@@ -75,18 +76,30 @@ def filters() -> dict[str, dict[str, Any]]:
 
 RULES = ("Rules across fields (refused with a 400): a search needs something to search for (text, like, parts "
          "or a file); early fusion takes no index 'modality'; late fusion needs a part with a positive weight; "
-         "hybrid needs a text part with a positive weight; "
-         "weights has one number per query part.")
+         "hybrid needs a text part with a positive weight (a vector part is no text); "
+         "weights has one number per query part; a vector part has as many numbers as the data dir's vectors "
+         "have dimensions (GET /api/stats: index.dim).")
 
 
-def schemas(limits: Limits) -> dict[str, Any]:
+def vector(dims: int | None = None) -> dict[str, Any]:
+    """A vector part's value; ``dims``, the served data dir's dimension when known, fixes its length."""
+    low, high = (dims, dims) if dims else (1, MAX_VECTOR_DIMS)
+    return {"type": "array", "minItems": low, "maxItems": high, "items": {"type": "number"},
+            "contains": {"not": {"const": 0}}, "description":
+            f"{'exactly ' + str(dims) if dims else 'up to ' + str(MAX_VECTOR_DIMS)} finite numbers, not all 0 "
+            "(normalised by the server); as many as the data dir's vectors have dimensions (GET /api/stats: "
+            "index.dim)"}
+
+
+def schemas(limits: Limits, vector_dims: int | None = None) -> dict[str, Any]:
     opts = options(limits)
     error = {"type": "object", "required": ["error"], "additionalProperties": False, "properties": {"error": {
         "type": "object", "required": ["code", "message"], "additionalProperties": False,
         "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
     part = {"type": "object", "required": ["kind", "value"], "additionalProperties": False, "properties": {
         "kind": {"enum": list(KINDS)},
-        "value": {"description": "text; base64 file content for image/audio; an item id for item"},
+        "value": {"description": "text; base64 file content for image/audio; an item id for item; numbers for "
+                  "vector"},
         "weight": {**weight(limits), "default": 1},
         "label": {"type": "string", "maxLength": MAX_LABEL_CHARS, "pattern": NO_NUL}},
         "oneOf": [
@@ -95,7 +108,8 @@ def schemas(limits: Limits) -> dict[str, Any]:
             {"properties": {"kind": {"enum": ["image", "audio"]}, "value": {
                 "type": "string", "contentEncoding": "base64", "description": "the file's bytes in base64"}}},
             {"properties": {"kind": {"const": "item"}, "value": {"type": "integer", "minimum": 1,
-                                                                 "maximum": MAX_ID}}}]}
+                                                                 "maximum": MAX_ID}}},
+            {"properties": {"kind": {"const": "vector"}, "value": vector(vector_dims)}}]}
     request = {"type": "object", "additionalProperties": False, "description": RULES, "properties": {
         "text": query_text(limits), **opts,
         "parts": {"type": "array", "items": ref("Part"), "maxItems": limits.max_parts},

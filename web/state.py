@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -60,7 +59,7 @@ class RWLock:
 class Shared:
     """The app's Library, kept in step with SQL (see module docstring)."""
 
-    def __init__(self, settings: Settings, refresh_interval: float = 0.0, text_cache: int = 256):
+    def __init__(self, settings: Settings, refresh_interval: float = 0.0):
         self.settings = settings
         self.refresh_interval = refresh_interval  # seconds between generation checks (0: every request)
         self._open_lock = threading.Lock()
@@ -68,9 +67,6 @@ class Shared:
         self.rw = RWLock()
         self._library: Any = None
         self._last_check = 0.0
-        self._text_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_cache = text_cache
-        self._cache_lock = threading.Lock()
         self.refreshes = 0
 
     def library(self):
@@ -117,23 +113,10 @@ class Shared:
                 library.audio_encoder()
 
     def embed(self, kind: str, value: Any) -> np.ndarray:
-        """A query part's vector; text vectors are kept in a small LRU cache."""
-        library = self.library()
+        """A query part's vector, the models loaded once (text vectors: the library's LRU cache,
+        setting query_cache_size)."""
         if kind in ("text", "image"):
             self.load_models()
         elif kind == "audio":
             self.load_models(audio=True)
-        if kind != "text":
-            return library.embed_query(kind, value)
-        key = str(value)
-        with self._cache_lock:
-            hit = self._text_vectors.get(key)
-            if hit is not None:
-                self._text_vectors.move_to_end(key)
-                return hit
-        vector = library.embed_query(kind, value)
-        with self._cache_lock:
-            self._text_vectors[key] = vector
-            while len(self._text_vectors) > self._text_cache:
-                self._text_vectors.popitem(last=False)
-        return vector
+        return self.library().embed_query(kind, value)

@@ -98,8 +98,29 @@ def _format_hits(document: dict) -> str:
     lines = []
     for r in document["results"]:
         lines.append(f"{r['score']:.4f}  {r['id']:>6}  {r['modality']:<5}  {r['path']}")
+        if r.get("match"):
+            lines.append(f"        matched: {_describe(r['match'])}")
         for part in r.get("parts") or ():
             rank = f"  rank {part['rank']}" if part.get("rank") else ""
             score = "-" if part["score"] is None else f"{part['score']:.4f}"
-            lines.append(f"        {part['label']} ×{part['weight']:g}: {score}{rank}")
+            lexical = part.get("lexical") or {}
+            words = f"  words rank {lexical['rank']} ({lexical['score']:.3g})" if lexical.get("rank") else ""
+            lines.append(f"        {part['label']} ×{part['weight']:g}: {score}{rank}{words}")
     return "\n".join(lines)
+
+
+def _describe(match: dict) -> str:
+    """One line for a result's match: its kind and score, and the passage's or caption's text (cut) or the
+    segment's time."""
+    kind = "words" if match["kind"] == "lexical" else match["kind"]
+    where = ""
+    if "start" in match:
+        where = f" at {_clock(match['start'])}–{_clock(match.get('end', match['start']))}"
+    elif match.get("text"):
+        text = " ".join(match["text"].split())
+        where = f" «{text[:100]}{'…' if len(text) > 100 else ''}»"
+    return f"{kind} {match['score']:.4f}{where}"
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"

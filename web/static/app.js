@@ -296,7 +296,10 @@
     $("#detail-title").textContent = item.name;
     const preview = $("#detail-preview"); preview.replaceChildren();
     if (item.modality === "image") {
-      const img = el("img"); img.src = item.media_url; img.alt = item.caption || item.name; preview.append(img);
+      // Browsers show these types; a HEIC (outside Safari), a TIFF or a camera RAW shows its thumbnail instead
+      const shown = /^image\/(jpeg|png|gif|webp|bmp|avif)$/.test((item.metadata || {}).mime || "");
+      const img = el("img"); img.src = shown || !item.thumbnail_url ? item.media_url : item.thumbnail_url;
+      img.alt = item.caption || item.name; preview.append(img);
     } else if (item.modality === "audio") {
       const img = el("img"); img.src = item.thumbnail_url; img.alt = "waveform"; preview.append(img);
       const audio = el("audio"); audio.controls = true; audio.src = item.media_url; audio.preload = "metadata";
