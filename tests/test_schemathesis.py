@@ -106,7 +106,11 @@ def follows_the_rules(options: dict, settings) -> bool:
 def test_the_served_spec_is_the_document_with_the_app_settings(served):
     client = served["app"].test_client()
     served_spec = client.get("/api/openapi.json").get_json()
-    assert served_spec == json.loads(json.dumps(document(served_spec["servers"][0]["url"], served["settings"])))
+    dims = Library(served["settings"]).vector_dims()[0]  # a vector part has the data dir's dimension
+    assert served_spec == json.loads(json.dumps(document(served_spec["servers"][0]["url"], served["settings"], dims)))
+    vector = next(branch for branch in served_spec["components"]["schemas"]["Part"]["oneOf"]
+                  if branch["properties"]["kind"].get("const") == "vector")["properties"]["value"]
+    assert vector["minItems"] == vector["maxItems"] == dims
     tight = served["settings"].replace(query_max_chars=77, query_max_parts=5, explain_max_rows=9)
     spec = document("", tight)
     assert spec["components"]["schemas"]["SearchRequest"]["properties"]["text"]["maxLength"] == 77

@@ -296,4 +296,5 @@ def item_delete(item_id: str):
 @bp.get("/openapi.json")
 def openapi():
     from .openapi import document
-    return jsonify(document(request.host_url.rstrip("/"), current_app.config["MMSEARCH"]))
+    return jsonify(document(request.host_url.rstrip("/"), current_app.config["MMSEARCH"],
+                            shared().library().vector_dims()[0]))

@@ -50,7 +50,8 @@ def _errors(settings: Settings, *statuses: int) -> dict[str, Any]:
         "405": {**_error("Method not allowed"), "headers": {"Allow": {"schema": {"type": "string"}}}}}
 
 
-def document(server: str = "", settings: Settings | None = None) -> dict[str, Any]:
+def document(server: str = "", settings: Settings | None = None, vector_dims: int | None = None) -> dict[str, Any]:
+    """The OpenAPI document; ``vector_dims``: the data dir's dimension, which a vector part must have."""
     settings = settings if settings is not None else load_settings({}, env={})
     limits = Limits.of(settings)
     opts, flat = options(limits), filters()
@@ -80,7 +81,7 @@ def document(server: str = "", settings: Settings | None = None) -> dict[str, An
         "components": {
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer",
                                           "description": "The admin_token setting."}},
-            "schemas": schemas(limits)},
+            "schemas": schemas(limits, vector_dims)},
         "paths": {
             "/api/health": {"get": {"summary": "Liveness", "responses": {
                 "200": {"description": "ok", "content": {JSON: {"schema": {
