@@ -100,7 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
             "with each vector on its own, so changing them changes no index.",
             _weights),
     Setting("index_type", "Flat",
-            "FAISS index factory string for the vector index (inner product), e.g. Flat or IVF1024,Flat."),
+            "FAISS index factory string for the vector index (inner product), e.g. Flat, SQfp16 or SQ8 (float16 or "
+            "8-bit codes: half or a quarter of the memory, SQL keeps float32), HNSW32 or IVF1024,Flat."),
     Setting("nprobe", 16, "IVF index types: inverted lists visited per query (higher: better recall, slower).",
             _positive_int),
     Setting("cache_dir", "", "Where downloaded weights are kept. Empty: the Hugging Face / open_clip default cache."),

@@ -14,7 +14,7 @@ def as_json(result) -> dict:
     return json.loads(result.stdout)
 
 
-def test_index_search_stats_json(runner, collection):
+def test_index_search_stats_json(runner, collection, data_dir):
     root, expected = collection
     report = as_json(runner("index", str(root), "--json"))
     assert set(report) == {"added", "updated", "moved", "removed", "unchanged", "failed", "seconds"}
@@ -26,6 +26,12 @@ def test_index_search_stats_json(runner, collection):
     captions = len(expected["captioned"])
     assert stats["vectors"] == {"content": expected["image"] + expected["text"] + expected["audio"],
                                 "caption": captions, "passage": 0, "segment": 0}
+    disk = stats["index"].pop("disk_bytes")
+    assert disk == sum(p.stat().st_size for p in data_dir.glob("vectors.*.faiss"))
+    assert stats["index"].pop("disk_bytes_per_item") == round(disk / stats["index"]["items"], 1)
+    ram = stats["index"].pop("ram_bytes")  # a Flat vector: 4 bytes a dimension, and its 8-byte id
+    assert ram == stats["index"]["ntotal"] * (64 * 4 + 8)
+    assert stats["index"].pop("ram_bytes_per_item") == round(ram / stats["index"]["items"], 1)
     assert stats["index"] == {"type": "Flat", "items": expected["image"] + expected["text"] + expected["audio"],
                               "ntotal": expected["image"] + expected["text"] + expected["audio"] + captions,
                               "dim": 64, "device": "cpu",
