@@ -15,7 +15,7 @@ import numpy as np
 
 from mmsearch.errors import MMSearchError
 
-from .tables import CAPTION, CONTENT
+from .tables import CAPTION, CONTENT, PASSAGE
 
 
 def normalise(vector: np.ndarray) -> np.ndarray:
@@ -84,6 +84,18 @@ def fuse_parts(parts: Mapping[str, np.ndarray], modality: str, weights: Mapping[
         weights.get("text", 1.0) * np.asarray(parts[CAPTION], np.float64)
     norm = np.linalg.norm(fused)
     return (fused / norm).astype(np.float32) if norm > 1e-6 else content.copy()
+
+
+def item_vector(rows: Sequence, modality: str, weights: Mapping[str, float]) -> np.ndarray | None:
+    """An item's one vector from its stored vectors (store.StoredVector rows): its content (a long note's:
+    the mean of its passages, which read all of it) fused with its caption; None without a content vector."""
+    parts = {row.kind: row.vector for row in rows if row.kind in (CONTENT, CAPTION)}
+    if CONTENT not in parts:
+        return None
+    passages = [row.vector for row in rows if row.kind == PASSAGE]
+    if passages:
+        parts[CONTENT] = normalise(np.sum(passages, axis=0, dtype=np.float64))
+    return fuse_parts(parts, modality, weights)
 
 
 def coverage(a: np.ndarray, b: np.ndarray) -> float:

@@ -87,9 +87,10 @@ class Searcher:
                                 + (f" ({item.error})" if item.error else ""))
         return vector
 
-    def _fused(self, ids: list[int]) -> dict[int, np.ndarray]:
-        """Items' one vector each (content fused with caption: store.item_vectors), from SQL."""
-        return self.store.item_vectors(ids, self.index.state.weight_map())
+    def _fused(self, ids: list[int], own: dict | None = None) -> dict[int, np.ndarray]:
+        """Items' one vector each (content fused with caption: store.item_vectors), from ``own`` (their
+        store.part_vectors, when already read) or SQL."""
+        return self.store.item_vectors(ids, self.index.state.weight_map(), own)
 
     def _main(self, filters: Filters) -> Partitioned:
         """The whole index, less the parts a modality filter leaves out."""
@@ -154,8 +155,8 @@ class Searcher:
         page = ranked[request.offset:want]
         hits = self._hits(page, matched)
         if request.explain:
-            explain(hits, request.parts, vectors, lists, self.store.part_vectors([h.id for h in hits]),
-                    self._fused([h.id for h in hits]))
+            own = self.store.part_vectors([h.id for h in hits])
+            explain(hits, request.parts, vectors, lists, own, self._fused([h.id for h in hits], own))
             for hit in hits:
                 for n, entry in enumerate(hit.parts):
                     if n in lexical:
@@ -288,7 +289,8 @@ class Searcher:
         # of each has one at least ``how`` alike in the other, so two long notes that share an opening but
         # end differently are two items, not one.
         ids = [item_id for item_id, _ in ranked]
-        fused, own = self._fused(ids), self.store.part_vectors(ids)  # one query each, not one per item
+        own = self.store.part_vectors(ids)  # one read for all, not one per item
+        fused = self._fused(ids, own)
         bodies = {i: np.stack([r.vector for r in rows if r.kind != CAPTION]) for i, rows in own.items()}
         held: list[int] = []
         for item_id, score in ranked:

@@ -22,9 +22,8 @@ from mmsearch.modalities import MODALITIES
 from . import schema
 from .filters import filter_query
 from . import fusion, health, lexical
-from .fusion import fuse_parts
 from .writes import Batch
-from .tables import (CAPTION, CAPTION_SLOT, CONTENT, CONTENT_SLOT, FAILED, FUSED, OK, PASSAGE, PENDING, Item, Meta,
+from .tables import (CAPTION, CAPTION_SLOT, CONTENT, CONTENT_SLOT, FAILED, FUSED, OK, PENDING, Item, Meta,
                      StoredVector, Vector, vector_id)
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -170,21 +169,19 @@ class Store:
             while chunk := rows.fetchmany(batch):
                 yield _vector_ids(chunk), _stack([np.frombuffer(data, dtype="<f4") for _, _, data in chunk])
 
-    def item_vectors(self, ids: Sequence[int], weights: Mapping[str, float]) -> dict[int, np.ndarray]:
-        """Each item's one vector, as early fusion, --like and near-duplicate checks use it: its content
-        (a long note's: the mean of its passages, which read all of it) fused with its caption
-        (search.fusion.fuse_parts); items without a content vector are left out."""
-        out: dict[int, np.ndarray] = {}
-        items = self.items_by_id(ids)
-        for item_id, rows in self.part_vectors(ids).items():
-            parts = {row.kind: row.vector for row in rows if row.kind in (CONTENT, CAPTION)}
-            passages = [row.vector for row in rows if row.kind == PASSAGE]
-            if CONTENT not in parts or item_id not in items:
-                continue
-            if passages:
-                parts[CONTENT] = fusion.normalise(np.sum(passages, axis=0, dtype=np.float64))
-            out[item_id] = fuse_parts(parts, items[item_id].modality, weights)
-        return out
+    def item_vectors(self, ids: Sequence[int], weights: Mapping[str, float],
+                     own: Mapping[int, list[StoredVector]] | None = None) -> dict[int, np.ndarray]:
+        """Each item's one vector, as --like, near-duplicate checks and explain use it (fusion.item_vector),
+        from ``own`` (part_vectors of these items, when the caller holds them) or SQL; items without a
+        content vector are left out."""
+        own = self.part_vectors(ids) if own is None else own
+        held, modality = list(own), {}
+        with self.session() as session:
+            for start in range(0, len(held), 500):  # bounded IN lists, as part_vectors reads them
+                modality.update(session.execute(select(Item.id, Item.modality)
+                                                .where(Item.id.in_(held[start:start + 500]))).all())
+        fused = {i: fusion.item_vector(rows, modality.get(i, ""), weights) for i, rows in own.items()}
+        return {i: vector for i, vector in fused.items() if vector is not None and i in modality}
 
     def part_vectors(self, ids: Sequence[int], data: bool = True) -> dict[int, list[StoredVector]]:
         """Each item's stored vectors in slot order (content, caption, passages or segments); ``data``

@@ -19,7 +19,7 @@ from mmsearch.errors import MMSearchError
 from mmsearch.search.request import FUSIONS, INDEXES, MAX_K
 
 from .app import EMPTY, MODALITY, Context, cli, command, passive_openmp
-from .searching import _absolute
+from .searching import absolute_prefix
 
 # the search options an option set takes: on the command itself (set A) and in --compare's string (set B)
 OPTIONS: list[Callable] = [
@@ -97,7 +97,7 @@ def evaluate(ctx: Context, queries_csv: str, compare: str | None, **options: Any
 def _options(raw: dict[str, Any]) -> dict[str, Any]:
     out = {name: raw[name] for name in NAMES}
     out["modalities"] = list(out["modalities"])
-    out["path_prefix"] = _absolute(out["path_prefix"])
+    out["path_prefix"] = absolute_prefix(out["path_prefix"])
     return out
 
 

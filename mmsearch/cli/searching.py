@@ -62,7 +62,7 @@ def search(ctx: Context, query: str | None, images: tuple[str, ...], sounds: tup
         raise MMSearchError("give a query: TEXT, --image FILE, --audio FILE or --like ID")
     options = {"text": query, "k": k, "offset": offset, "modality": list(modalities),
                "fusion": fusion, "rrf_k": rrf_k, "index": index_name, "explain": explain,
-               "exclude_self": exclude_self, "hybrid": hybrid, "alpha": alpha, "dedupe": dedupe, "path_prefix": _absolute(path_prefix), "path_glob": path_glob,
+               "exclude_self": exclude_self, "hybrid": hybrid, "alpha": alpha, "dedupe": dedupe, "path_prefix": absolute_prefix(path_prefix), "path_glob": path_glob,
                "date_from": since, "date_to": until, "date_field": date_field, "min_size": min_size,
                "max_size": max_size, "has_caption": has_caption}
     request = build({key: value for key, value in options.items() if value is not None}, files, allow_files=True,
@@ -76,7 +76,7 @@ def search(ctx: Context, query: str | None, images: tuple[str, ...], sounds: tup
     ctx.emit(response_document(response, request), _format_hits)
 
 
-def _absolute(prefix: str | None) -> str | None:
+def absolute_prefix(prefix: str | None) -> str | None:
     """Paths are stored absolute: a relative prefix means one under the current folder (its trailing / kept,
     so 'photos/' never matches photos-old)."""
     if not prefix or os.path.isabs(os.path.expanduser(prefix)):
