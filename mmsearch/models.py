@@ -4,6 +4,7 @@ waits to be embedded again). Encoders are loaded on first use; nothing here impo
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from mmsearch.encoders.identity import RANDOM, ModelSpec, describe, encoder_key, file_checksum
@@ -58,10 +59,18 @@ class Models:
             self._encoder = load_clip_encoder(self.spec(), self.settings.device, self.settings.cache_dir or None)
         return self._encoder
 
+    def clap_wanted(self) -> bool:
+        """audio_model: 'own' (the data dir's own tower) or 'clap' (LAION-CLAP through a fitted bridge)."""
+        if self.settings.audio_model not in ("own", "clap"):
+            raise MMSearchError(f"audio_model is {self.settings.audio_model!r}: use own or clap")
+        return self.settings.audio_model == "clap"
+
     def audio_identity(self) -> dict | None:
         """The audio tower to use, without loading it: a chosen checkpoint, the data dir's trained one, or a
-        random tower beside random image/text weights. None: sounds wait for one."""
-        path = self.settings.audio_checkpoint or (self.store.get_meta("audio_tower") or {}).get("path")
+        random tower beside random image/text weights. None: sounds wait for one. (With audio_model clap the
+        audio_checkpoint setting names CLAP's weights, and the tower is the bridge adopt made.)"""
+        chosen = "" if self.clap_wanted() else self.settings.audio_checkpoint
+        path = chosen or (self.store.get_meta("audio_tower") or {}).get("path")
         spec = self.spec()
         if path:
             path = os.path.abspath(os.path.expanduser(path))
@@ -96,6 +105,7 @@ class Models:
         A model that cannot load replaces nothing."""
         spec = self.spec(allow_change=reembed)
         identity, stored = spec.identity(), self.stored()
+        bridge, clap = self._clap_bridge(identity) if audio and self.clap_wanted() else (None, None)
         source = {"name": spec.name, "pretrained": spec.pretrained}
         if stored != identity:
             self.encoder()
@@ -104,9 +114,23 @@ class Models:
             self.store.set_meta("model_source", source)
         if not audio:
             return
+        if bridge is not None and (self.store.get_meta("audio_tower") or {}).get("path") != bridge:
+            self.use_audio_tower(bridge)
         tower = self.audio_identity()
+        if clap is not None:  # just fitted: embed sounds with the CLAP model already loaded
+            from mmsearch.encoders.clap_default import bridged_encoder
+            self._audio_encoder = bridged_encoder(tower, clap)
         key = encoder_key(tower) if tower else None
         if key != self.store.get_meta("audio_key") or reembed_audio:
             if tower is not None:
                 self.audio_encoder()
             self.store.replace_encoder("audio", {"audio_key": key})
+
+    def _clap_bridge(self, identity: dict) -> tuple[str, Any]:
+        """The CLAP bridge for this image/text model: from the data dir's cache, or fitted now on the shipped
+        caption corpus (then also the CLAP model). Nothing is written to SQL here, so a CLAP that cannot load
+        changes nothing."""
+        from mmsearch.encoders.clap_default import default_bridge
+        path, clap = default_bridge(self.settings.data_path / "audio", identity, self.settings.audio_checkpoint or None,
+                                    self.encoder, log=lambda line: print(line, file=sys.stderr))
+        return str(path.absolute()), clap

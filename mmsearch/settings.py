@@ -80,6 +80,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("audio_checkpoint", "",
             "Audio tower checkpoint (.safetensors) to use instead of the data dir's own (set by train-audio). "
             "Empty: the data dir's trained tower; with 'random' image/text weights, a random tower of the same size.", flag=True),
+    Setting("audio_model", "own",
+            "Audio tower that index uses: own (the data dir's own, as audio_checkpoint says) or clap (LAION-CLAP "
+            "bridged into the image/text space on the shipped caption corpus, fitted once per image/text model and "
+            "cached in the data dir; needs pip install 'mmsearch[clap]'). With clap, audio_checkpoint names a local "
+            "LAION-CLAP checkpoint; empty: the package downloads its default one on first use."),
     Setting("max_audio_seconds", 600.0, "Seconds of each sound decoded and embedded; the rest is ignored.",
             _positive_float),
     Setting("device", "auto", "torch device for the encoders: auto (CUDA when present), cpu, cuda, cuda:N.", flag=True),

@@ -68,22 +68,13 @@ def fit_clap_bridge(models: Models, folder: Path, checkpoint: str, captions_file
                     method: str = "procrustes", output: str | None = None) -> dict:
     """Map LAION-CLAP's space into ours from a caption corpus embedded by both text towers; the bridge
     becomes the data dir's audio tower (CLAP audio → map → our space). The caller holds the write lock."""
-    from mmsearch.encoders.bridge import fit_map, load_clap, retrieval_r1, save_bridge
-    try:
-        with open(captions_file, encoding="utf-8") as handle:
-            captions = sorted({line.strip() for line in handle if line.strip()})
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MMSearchError(f"cannot read captions {captions_file}: {exc}") from None
+    from mmsearch.encoders.bridge import fit_bridge, load_clap, read_captions, save_bridge
+    captions = read_captions(captions_file)
     if len(captions) < 20:
         raise MMSearchError(f"{captions_file} has {len(captions)} distinct captions; at least 20 are needed")
     models.adopt(audio=False)
     clap = load_clap(checkpoint, str(models.encoder().device))
-    source = np.concatenate([np.asarray(clap.get_text_embedding(captions[i:i + 64], use_tensor=False), np.float32)
-                             for i in range(0, len(captions), 64)])
-    target = _texts(models.encoder(), captions)
-    split = max(1, len(captions) // 10)  # held-out captions measure how well the map generalises
-    heldout_r1 = retrieval_r1(source[:split] @ fit_map(source[split:], target[split:], method), target[:split])
-    weights = fit_map(source, target, method)
+    weights, heldout_r1 = fit_bridge(clap, models.encoder().encode_texts, captions, method)
     path = Path(output) if output else folder / "audio" / "clap.bridge.safetensors"
     meta = {"clap_checkpoint": os.path.abspath(checkpoint), "captions": len(captions), "method": method,
             "heldout_text_r1": heldout_r1, "trained_for": models.stored()}

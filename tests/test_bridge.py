@@ -109,3 +109,42 @@ def test_fit_clap_bridge_plumbing(runner, settings, tmp_path, monkeypatch):
     after = Library(settings).store.item_vector(beep)
     assert float(after @ before) > 0.95  # CLAP(rotated) → bridge → back where our own tower puts it
     assert runner("verify").exit_code == 0
+
+
+class WindowClap:
+    """Records the (N, T) arrays CLAP is given; embeds a window as its length and mean level."""
+
+    def __init__(self):
+        self.calls = []
+
+    def get_audio_embedding_from_data(self, x, use_tensor=False):
+        self.calls.append(x.shape)
+        return np.stack([[len(w) / 480_000, float(np.abs(w).mean()), 1.0] for w in x]).astype(np.float32)
+
+
+def test_clap_encoder_cuts_long_sounds_into_its_10_s_windows():
+    """CLAP crops anything longer than 10 s at random: mmsearch embeds every 10 s window whole instead, so the
+    vector is deterministic and a long sound has segments, like the own tower's."""
+    from mmsearch.encoders.bridge import CLAP_RATE, ClapAudioEncoder
+    clap = WindowClap()
+    encoder = ClapAudioEncoder(clap, np.eye(3, dtype=np.float32), {"name": "audio"})
+    short, long = np.full(CLAP_RATE * 3, 0.1, np.float32), np.full(CLAP_RATE * 25, 0.2, np.float32)
+    one, many = encoder.embed_waves([short, long])
+    assert one.segments.shape == (0, 3) and one.spans == []
+    assert many.segments.shape == (3, 3) and many.spans == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
+    assert clap.calls == [(1, CLAP_RATE * 3), (2, CLAP_RATE * 10), (1, CLAP_RATE * 5)]
+    assert np.allclose(np.linalg.norm(many.vector), 1) and np.allclose(many.vector, many.segments.mean(0) /
+                                                                       np.linalg.norm(many.segments.mean(0)))
+    assert encoder.encode_waves([short]).shape == (1, 3)
+
+
+def test_load_clap_without_the_package_or_the_file(monkeypatch, tmp_path):
+    import sys
+
+    from mmsearch.encoders.bridge import load_clap
+    monkeypatch.setitem(sys.modules, "laion_clap", None)
+    with pytest.raises(ModelLoadError, match=r"pip install 'mmsearch\[clap\]'"):
+        load_clap(None)
+    monkeypatch.setitem(sys.modules, "laion_clap", object())
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_clap(str(tmp_path / "missing.pt"))

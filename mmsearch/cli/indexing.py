@@ -15,9 +15,15 @@ from .app import EMPTY, Context, cli, command
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--reembed", is_flag=True, help="Accept a model change: re-embed every item with the new model.")
 @click.option("--reembed-audio", is_flag=True, help="Re-embed every sound with the current audio tower.")
+@click.option("--audio-model", type=click.Choice(["own", "clap"]), default=None,
+              help="own: the data dir's own audio tower; clap: LAION-CLAP bridged into this space (downloaded and "
+              "fitted on first use, then cached; --audio-checkpoint FILE: a local LAION-CLAP checkpoint) "
+              "[setting audio_model, env MMSEARCH_AUDIO_MODEL]")
 @command
-def index(ctx: Context, paths: tuple[str, ...], reembed: bool, reembed_audio: bool) -> None:
+def index(ctx: Context, paths: tuple[str, ...], reembed: bool, reembed_audio: bool, audio_model: str | None) -> None:
     """Index (or re-index incrementally) the media under PATHS."""
+    if audio_model:
+        ctx.settings = ctx.settings.replace(audio_model=audio_model)
     library = ctx.library()
     report = library.run_index(paths, reembed=reembed, reembed_audio=reembed_audio,
                                progress=not ctx.as_json and sys.stderr.isatty())
