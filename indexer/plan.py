@@ -22,12 +22,13 @@ class IndexReport:
     removed: int = 0
     unchanged: int = 0
     failed: int = 0
+    tagged: int = 0  # items the stored tag sets tagged after the run (setting tag_on_index)
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     scan_errors: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        keys = ("added", "updated", "moved", "removed", "unchanged", "failed")
+        keys = ("added", "updated", "moved", "removed", "unchanged", "failed", "tagged")
         return {**{k: getattr(self, k) for k in keys}, "seconds": round(self.seconds, 3)}
 
 

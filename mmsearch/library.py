@@ -25,7 +25,7 @@ from mmsearch.search.store import Store
 from mmsearch.search.index_sync import SyncReport
 from mmsearch.search.vector_index import Partitioned
 
-from . import training
+from . import tagging, training
 from .datadir import DataDir
 from .errors import MMSearchError
 from .index_cache import PICTURES, IndexCache, PictureCache
@@ -181,6 +181,8 @@ class Library:
             if report.added or report.removed or report.updated or report.moved:
                 self.store.analyze()
             self.index(refresh=True)
+            if self.settings.tag_on_index and (report.added or report.updated):
+                report.tagged = len(set().union(*(r.tagged for r in tagging.tag_changed(self))))
         return report
 
     def remove(self, paths: Sequence[str]) -> int:
@@ -206,6 +208,25 @@ class Library:
                         output: str | None = None) -> dict:
         with self.write_lock():
             return training.fit_clap_bridge(self.models, self.data_path, checkpoint, captions_file, method, output)
+
+    def classify(self, labels: list[str], name: str, modalities: Sequence[str] | None = None, top: int = 1,
+                 min_score: float | None = None) -> tagging.TagReport:
+        with self.write_lock():
+            return tagging.zero_shot(self, labels, name, modalities, top, min_score)
+
+    def train_classifier(self, labelled: Any, name: str, fusion: str | None = None, folds: int = 5,
+                         threshold: float = 0.5, log: Callable[[str], None] = lambda _: None) -> tagging.TagReport:
+        with self.write_lock():
+            return tagging.train(self, labelled, name, fusion, folds, threshold, log)
+
+    def delete_tag_set(self, name: str) -> bool:
+        """Forget a tag set's tags, and its trained model's files."""
+        with self.write_lock():
+            deleted = self.store.tags.delete(name)
+            if deleted and tagging.NAME.match(name):
+                for suffix in (".safetensors", ".json"):
+                    tagging.model_stem(self, name).with_suffix(suffix).unlink(missing_ok=True)
+            return deleted
 
     # --- health -----------------------------------------------------------------------------------
     def verify(self) -> list[str]:

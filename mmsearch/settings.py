@@ -53,6 +53,31 @@ def _non_negative_int(value: Any) -> int:
     return number
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _templates(value: Any) -> dict[str, list[str]]:
+    """The zero-shot prompt templates, the built-in ones for any modality the value leaves out."""
+    import json
+    from mmsearch.encoders.zero_shot import DEFAULT_TEMPLATES, check_templates
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else {}
+    if not isinstance(value, dict) or set(value) - set(MODALITIES):
+        raise ValueError("want a table of image, audio and/or text to lists of templates")
+    chosen = {m: list(value.get(m, DEFAULT_TEMPLATES[m])) for m in MODALITIES}
+    for templates in chosen.values():
+        check_templates(templates)
+    return chosen
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -139,6 +164,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest request line plus headers in bytes that serve reads; more gets a JSON 431.", _positive_int),
     Setting("max_form_fields", 1000,
             "Most fields (files included) in a form body; more get a JSON 413 naming this limit.", _positive_int),
+    Setting("tag_templates", "",
+            "Zero-shot prompt templates per modality, each with one {} for the label, averaged per label: a TOML "
+            "table or JSON object such as {\"image\": [\"a photo of {}.\"], \"audio\": [\"the sound of {}.\"]}. "
+            "Modalities left out keep the built-in ensembles.", _templates),
+    Setting("tag_on_index", True, "After an index run, tag the items it added or changed with every stored tag "
+            "set, the way each set was made (classify's labels, train-classifier's model).", _boolean),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

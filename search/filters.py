@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
-from .tables import OK, Item
+from .tables import OK, Item, TagRow, TagSetRow
 
 
 def filter_query(filters: Any, sqlite: bool) -> Select:
@@ -41,7 +41,23 @@ def filter_query(filters: Any, sqlite: bool) -> Select:
         query = query.where(Item.size <= filters.max_size)
     if filters.has_caption is not None:
         query = query.where(Item.caption.is_not(None) if filters.has_caption else Item.caption.is_(None))
+    if filters.tags or filters.tag_set:
+        query = query.where(*_tagged(filters.tags or [None], filters.tag_set))
     return query
+
+
+def _tagged(labels: list[str | None], tag_set: str | None) -> list:
+    """One EXISTS per label (None: any label): the item has it, in any set or in ``tag_set`` (search.tags)."""
+    conditions = []
+    for label in labels:
+        tagged = select(TagRow.item_id).where(TagRow.item_id == Item.id)
+        if label is not None:
+            tagged = tagged.where(TagRow.label == label)
+        if tag_set is not None:
+            tagged = tagged.where(TagRow.set_id == select(TagSetRow.id).where(TagSetRow.name == tag_set)
+                                  .scalar_subquery())
+        conditions.append(tagged.exists())
+    return conditions
 
 
 def _glob_to_like(glob: str) -> str:

@@ -1,10 +1,11 @@
 """The lexical half of hybrid search: a full-text index over each item's file name (split into words), path,
-caption and text, ranked by BM25 (SQLite FTS5) or ts_rank_cd (PostgreSQL full-text search).
+caption, text and tag labels, ranked by BM25 (SQLite FTS5) or ts_rank_cd (PostgreSQL full-text search).
 
 The index is kept by the database in the transaction that writes the rows: on SQLite, triggers on items
 feed the FTS5 table ``items_fts`` (external content: the words are stored once, in items); on PostgreSQL,
-the generated column ``items.search_terms`` (a tsvector, GIN-indexed). Revision 0003 makes both; neither
-is declared in the ORM (``not_in_orm``). ``Item.name_terms`` is set from ``Item.path`` by the ORM itself.
+the generated column ``items.search_terms`` (a tsvector, GIN-indexed). Revision 0003 made both, 0004 added
+the labels; neither is declared in the ORM (``not_in_orm``). ``Item.name_terms`` is set from ``Item.path`` by
+the ORM itself; ``Item.tag_terms`` by search.tags, in the transaction that writes the tags.
 
 Queries are words and "quoted phrases" (their words adjacent, in order), any of which may match: items
 holding more of them, and rarer ones, rank higher. The user's text never reaches FTS5's query syntax or SQL:
@@ -21,9 +22,9 @@ import numpy as np
 from sqlalchemy import text as sql
 
 FTS_TABLE = "items_fts"
-FTS_COLUMNS = ("name_terms", "path", "caption", "text")  # the FTS5 table's columns, in order
-BM25_WEIGHTS = (4.0, 1.5, 3.0, 1.0)  # per FTS_COLUMNS: a word of the name or caption counts most
-PG_COLUMN = "search_terms"  # items' generated tsvector (weights: name and caption A, path B, text D)
+FTS_COLUMNS = ("name_terms", "path", "caption", "text", "tag_terms")  # the FTS5 table's columns, in order
+BM25_WEIGHTS = (4.0, 1.5, 3.0, 1.0, 3.0)  # per FTS_COLUMNS: a word of the name, caption or tags counts most
+PG_COLUMN = "search_terms"  # items' generated tsvector (weights: name, caption and tags A, path B, text D)
 PG_INDEX = "ix_items_search_terms"
 PG_NORMALIZATION = 1  # ts_rank_cd: divided by 1 + log(document length), as BM25 discounts long texts
 MAX_TERMS = 32  # of one query: the rest of a long paste is ignored
@@ -172,7 +173,7 @@ def rebuild(session: Any, dialect_name: str) -> None:
         session.execute(sql(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('rebuild')"))
 
 
-# --- the schema: what revision 0003 made that the ORM does not declare -------------------------------------
+# --- the schema: what revisions 0003 and 0004 made that the ORM does not declare -------------------------------
 def not_in_orm(name: str | None, type_: str, parent_names: dict) -> bool:
     """Alembic's include_name hook, negated: the full-text index's own objects, which the database keeps
     (FTS5 table and its shadow tables, the tsvector column and its index), are left out of comparisons of the

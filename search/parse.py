@@ -17,12 +17,13 @@ from typing import Any, Mapping, Sequence
 from mmsearch.errors import MMSearchError
 from mmsearch.modalities import check
 
-from .request import (KINDS, MAX_ID, MAX_K, MAX_LABEL_CHARS, MAX_OFFSET, MAX_PATH_CHARS, MAX_RRF_K, MAX_TEXT_CHARS,
-                      MAX_VECTOR_DIMS, Filters, Limits, QueryPart, SearchRequest, vector_value)
+from .request import (KINDS, MAX_FILTER_TAGS, MAX_ID, MAX_K, MAX_LABEL_CHARS, MAX_OFFSET, MAX_PATH_CHARS, MAX_RRF_K,
+                      MAX_TEXT_CHARS, MAX_VECTOR_DIMS, Filters, Limits, QueryPart, SearchRequest, vector_value)
 from .syntax import parse_query
 
 FILTER_KEYS = ("path_prefix", "path_glob", "date_from", "date_to", "date_field", "min_size", "max_size",
-               "has_caption")
+               "has_caption", "tags", "tag_set")
+LISTS = ("modality", "tags")  # the keys a query string or a form may repeat
 OPTION_KEYS = ("text", "q", "like", "parts", "k", "offset", "modality", "filters", "fusion", "weights", "explain",
                "rrf_k", "exclude_self", "dedupe", "index", "hybrid", "alpha") + FILTER_KEYS
 # the fields each form of API request takes (its OpenAPI schema): a query string has q and flat filters, a
@@ -151,7 +152,28 @@ def filters(raw: Mapping[str, Any], mods: list[str] | None) -> Filters:
             values[key] = _int(key, value, 0)
         elif key == "has_caption":
             values[key] = _bool(key, value)
+        elif key == "tags":
+            values[key] = tag_labels(value)
+        elif key == "tag_set":
+            values[key] = _label(key, value)
     return Filters(**values)
+
+
+def _label(name: str, raw: Any) -> str:
+    text = _string(name, raw, MAX_LABEL_CHARS)
+    if not text:
+        raise BadRequest(f"{name} must not be empty")
+    return text
+
+
+def tag_labels(raw: Any) -> list[str] | None:
+    """The tags filter: a list of labels (or one label), each of 1 to MAX_LABEL_CHARS characters."""
+    if not isinstance(raw, (list, str)):
+        raise BadRequest("tags must be a list of strings (or one string)")
+    values = raw if isinstance(raw, list) else [raw]
+    if len(values) > MAX_FILTER_TAGS:
+        raise BadRequest(f"tags holds at most {MAX_FILTER_TAGS} labels, not {len(values)}")
+    return [_label(f"tags[{n}]", value) for n, value in enumerate(values)] or None
 
 
 def _b64(name: str, raw: Any) -> bytes:

@@ -19,7 +19,8 @@ MAX_OFFSET = 1_000_000  # the deepest page a search may ask for
 MAX_RRF_K = 100_000
 MAX_TEXT_CHARS = 10_000  # a text part's value (the query text itself: setting query_max_chars)
 MAX_PATH_CHARS = 4096  # path_prefix and path_glob
-MAX_LABEL_CHARS = 200
+MAX_LABEL_CHARS = 200  # a part's label, and a tag's label or set name (search.tags.MAX_NAME)
+MAX_FILTER_TAGS = 32  # labels in one tags filter
 MAX_VECTOR_DIMS = 8192  # a vector part's numbers (the data dir's model fixes how many it must have)
 
 
@@ -120,10 +121,23 @@ class Filters:
     min_size: int | None = None
     max_size: int | None = None
     has_caption: bool | None = None
+    tags: list[str] | None = None  # every label must be on the item (of any set, or of tag_set's)
+    tag_set: str | None = None  # only this set's tags count; without tags: items with any tag of the set
 
     def __post_init__(self) -> None:
         for modality in self.modalities or ():
             check(modality)
+        if isinstance(self.tags, str):
+            self.tags = [self.tags]
+        if self.tags is not None:
+            if not isinstance(self.tags, (list, tuple)) or len(self.tags) > MAX_FILTER_TAGS or any(
+                    not isinstance(t, str) or not 0 < len(t) <= MAX_LABEL_CHARS for t in self.tags):
+                raise MMSearchError(f"tags must be a list of at most {MAX_FILTER_TAGS} labels of 1 to "
+                                    f"{MAX_LABEL_CHARS} characters")
+            self.tags = list(dict.fromkeys(self.tags)) or None
+        if self.tag_set is not None and (not isinstance(self.tag_set, str)
+                                         or not 0 < len(self.tag_set) <= MAX_LABEL_CHARS):
+            raise MMSearchError(f"tag_set must be a tag set's name, 1 to {MAX_LABEL_CHARS} characters")
         if self.date_field not in ("mtime", "taken_at"):
             raise MMSearchError("date_field must be mtime or taken_at")
 
@@ -132,7 +146,8 @@ class Filters:
         if self.modalities and set(self.modalities) != set(MODALITIES):
             return True
         return any(getattr(self, name) is not None for name in (
-            "path_prefix", "path_glob", "date_from", "date_to", "min_size", "max_size", "has_caption"))
+            "path_prefix", "path_glob", "date_from", "date_to", "min_size", "max_size", "has_caption", "tags",
+            "tag_set"))
 
 
 @dataclass

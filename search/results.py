@@ -1,14 +1,16 @@
 """The one serialiser of items and search results: the documents that `search --json`, `GET /api/items/ID`
-and `/api/search` return. The web layer adds its URLs through ``links``; nothing here knows HTTP."""
+and `/api/search` return. The web layer adds its URLs through ``links``; nothing here knows HTTP. Tags come
+from the caller (``store.tags.of``, one query for a whole page of results); an item without any has no "tags"."""
 from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from .query import SearchResponse
 from .request import SearchRequest
 from .tables import Item
+from .tags import Tag, TagSet
 
 SNIPPET_CHARS = 240
 Links = Callable[[Item], dict[str, Any]]  # e.g. media_url and thumbnail_url of an item, in the web API
@@ -33,7 +35,8 @@ def metadata(item: Item) -> dict[str, Any]:
 
 
 def item_document(item: Item, score: float | None = None, parts: list | None = None, full: bool = False,
-                  links: Links | None = None, match: dict | None = None) -> dict[str, Any]:
+                  links: Links | None = None, match: dict | None = None, tags: Sequence[Tag] | None = None
+                  ) -> dict[str, Any]:
     out: dict[str, Any] = {"id": item.id, "path": item.path, "modality": item.modality}
     if score is not None:
         out["score"] = score
@@ -46,6 +49,8 @@ def item_document(item: Item, score: float | None = None, parts: list | None = N
         out["snippet"] = item.text[:SNIPPET_CHARS] + ("…" if len(item.text) > SNIPPET_CHARS else "")
         if full:
             out["text"] = item.text
+    if tags:
+        out["tags"] = [{"set": tag.set, "label": tag.label, "score": tag.score} for tag in tags]
     out["metadata"] = metadata(item)
     if match is not None:
         out["match"] = match
@@ -54,10 +59,13 @@ def item_document(item: Item, score: float | None = None, parts: list | None = N
     return out
 
 
-def response_document(response: SearchResponse, request: SearchRequest, links: Links | None = None
-                      ) -> dict[str, Any]:
+def response_document(response: SearchResponse, request: SearchRequest, links: Links | None = None,
+                      tags: Mapping[int, Sequence[Tag]] | None = None) -> dict[str, Any]:
+    """``tags``: the results' tags by item id (store.tags.of of the results' ids)."""
+    tags = tags or {}
     document: dict[str, Any] = {
-        "results": [item_document(hit.item, hit.score, hit.parts, links=links, match=hit.match) for hit in response.results],
+        "results": [item_document(hit.item, hit.score, hit.parts, links=links, match=hit.match, tags=tags.get(hit.id))
+                    for hit in response.results],
         "took_ms": round(response.took_ms, 3),
         "fusion": request.fusion,
         "index": response.index,
@@ -67,3 +75,11 @@ def response_document(response: SearchResponse, request: SearchRequest, links: L
     if request.explain:
         document["parts"] = response.parts
     return document
+
+
+def tag_sets_document(sets: Sequence[TagSet]) -> dict[str, Any]:
+    """store.tags.sets() as GET /api/tags returns it: each set's labels with their item counts, most common
+    first."""
+    return {"sets": [{"name": s.name, "kind": s.kind, "items": s.items, "updated_at": _utc(s.updated_at),
+                      "labels": [{"label": label, "count": count} for label, count in s.labels.items()]}
+                     for s in sets]}

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from mmsearch.errors import DataDirError
 
-HEAD = "0003"
+HEAD = "0004"
 # A database made before Alembic: the tables and meta schema_version 1, no alembic_version table. Its schema
 # is revision 0001's, so migrating it stamps it as that revision and upgrades from there.
 UNSTAMPED = "unstamped"

@@ -22,6 +22,7 @@ from mmsearch.modalities import MODALITIES
 from . import schema
 from .filters import filter_query
 from . import fusion, health, lexical
+from .tags import Tags
 from .writes import Batch
 from .tables import (CAPTION, CAPTION_SLOT, CONTENT, CONTENT_SLOT, FAILED, FUSED, OK, PENDING, Item, Meta,
                      StoredVector, Vector, vector_id)
@@ -72,6 +73,7 @@ class Store:
         except Exception as exc:  # SQLAlchemyError, or a bad URL / missing driver
             raise DataDirError(f"cannot open database {_safe_url(url)}: {first_line(exc)}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)  # the schema: search.schema
+        self.tags = Tags(self)  # tag sets and each item's tags (search.tags)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

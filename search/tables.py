@@ -72,6 +72,7 @@ class Item(Base):
     # The file name's words, for full-text search: set with path (the validator below), and by bulk inserts
     name_terms: Mapped[str | None] = mapped_column(Text, default=lambda context: lexical.name_terms(
         context.get_current_parameters().get("path")))
+    tag_terms: Mapped[str | None] = mapped_column(Text)  # its tags' labels, for full-text search (search.tags)
 
     vectors: Mapped[list["Vector"]] = relationship(back_populates="item", cascade="all, delete-orphan",
                                                    passive_deletes=True)
@@ -101,6 +102,30 @@ class Vector(Base):
 
     def array(self) -> np.ndarray:
         return np.frombuffer(self.data, dtype="<f4")
+
+
+class TagSetRow(Base):
+    """A named set of tags and what made it (search.tags): a classifier's kind and its config as JSON, so items
+    indexed later can be tagged the same way."""
+
+    __tablename__ = "tag_sets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # search.tags.KINDS
+    config: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class TagRow(Base):
+    """One label of one tag set on one item, with its score."""
+
+    __tablename__ = "tags"
+
+    set_id: Mapped[int] = mapped_column(ForeignKey("tag_sets.id", ondelete="CASCADE"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True, index=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True, index=True)
+    score: Mapped[float] = mapped_column(Float)
 
 
 class Meta(Base):

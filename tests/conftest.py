@@ -82,3 +82,14 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'db.sqlite'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture(scope="session")
+def shapes_model(tmp_path_factory) -> tuple[Path, dict]:
+    """`tiny` trained on generated coloured shapes (tests/shapes.py), once per run for every test that needs
+    a model that knows something: (checkpoint, figures of the run)."""
+    from .shapes import train_tiny
+    checkpoint = tmp_path_factory.mktemp("model") / "tiny-shapes.pt"
+    figures = train_tiny(checkpoint, steps=600, seed=0, log=print)
+    print("trained:", figures)
+    return checkpoint, figures

@@ -773,3 +773,64 @@ def test_match_kinds_and_query_words_from_any_api_answer(page, server):
     assert page.evaluate("""[window.mmFormat.hasWords('like:5'), window.mmFormat.hasWords('-rocks like:5'),
                              window.mmFormat.hasWords('0.5:waves'), window.mmFormat.hasWords('"  "')]""") == [
         False, False, True, False]
+
+
+# --- tags: chips on cards and in the detail view, the tags filter --------------------------------------------
+@pytest.fixture
+def tagged(server):
+    """Three of the served images tagged (issue #15's tag sets), as a classifier run would leave them; the set
+    is dropped again afterwards, so the other tests see a library without tags."""
+    from mmsearch.search.store import Store
+    store = Store(load_settings({}, env=server["env"]).database_url)
+    ids = {Path(row[1]).name: row[0] for row in store.index_rows()}
+    rows = [(ids["red.jpg"], "striped", 0.9), (ids["green.png"], "striped", 0.8), (ids["green.png"], "blue", 0.6),
+            (ids["purple.gif"], "striped", 0.7), (ids["purple.gif"], "<b>markup</b>", 0.2)]
+    store.tags.replace("browser-test", "zero-shot", {"labels": ["striped", "blue"]}, rows)
+    yield ids
+    store.tags.delete("browser-test")
+    store.engine.dispose()
+
+
+def test_a_tag_chip_filters_the_results_and_is_removed_from_the_filters(page, server, tagged):
+    page.add_init_script(CSP_LISTENER)
+    page.goto("/?q=shapes&modality=image&k=24")
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    red = _card(page, "red.jpg")
+    expect(red.locator("button.tag")).to_have_text(["striped"])
+    expect(_card(page, "blue.webp").locator("button.tag")).to_have_count(0)  # untagged: no chips
+    expect(_card(page, "purple.gif").locator("button.tag")).to_have_text(["striped", "<b>markup</b>"])  # as text
+    assert page.locator("#results .tags b").count() == 0 and page.locator("#tag-filters").is_hidden()
+
+    got = _search_response(page, lambda: red.locator("button.tag", has_text="striped").click())
+    assert got["request"]["filters"] == {"tags": ["striped"]} and got["request"]["modality"] == ["image"]
+    names = sorted(r["name"] for r in got["data"]["results"])
+    assert names == ["green.png", "purple.gif", "red.jpg"]
+    assert all("striped" in [t["label"] for t in r["tags"]] for r in got["data"]["results"])
+    expect(cards(page)).to_have_count(3)
+    expect(page.locator("#tag-filters .tag-filter .label")).to_have_text(["tag: striped"])
+    page.wait_for_url("**tag=striped**")
+    shot(page, "19-tag-filter")
+
+    _card(page, "green.png").locator("button.details").click()  # the detail view's chips add to the filter
+    expect(page.locator("#detail-tags button.tag")).to_have_text(["striped", "blue"])
+    both = _search_response(page, lambda: page.locator("#detail-tags button.tag", has_text="blue").click())
+    assert both["request"]["filters"] == {"tags": ["striped", "blue"]}
+    assert [r["name"] for r in both["data"]["results"]] == ["green.png"]
+    expect(page.locator("dialog#detail")).not_to_be_visible()
+    expect(page.locator("#tag-filters .tag-filter")).to_have_count(2)
+
+    again = _search_response(page, page.reload)  # the filter is in the URL
+    assert again["request"]["filters"] == {"tags": ["striped", "blue"]}
+    one = _search_response(page, lambda: page.locator('#tag-filters .tag-filter[data-label="striped"] button').click())
+    assert one["request"]["filters"] == {"tags": ["blue"]}
+    none = _search_response(page, lambda: page.locator('#tag-filters .tag-filter[data-label="blue"] button').click())
+    assert "filters" not in none["request"] and page.locator("#tag-filters").is_hidden()
+    assert len(none["data"]["results"]) > 3 and "tag=" not in page.url
+
+    page.evaluate(FORM_FIELDS)  # a file search sends the labels as form fields
+    page.locator("button.tag", has_text="striped").first.click()
+    expect(page.locator('#status[data-state="done"]')).to_be_visible()
+    upload = _search_response(page, lambda: page.set_input_files("#file-input", str(server["root"] / "red.jpg")))
+    assert "tags" in page.evaluate("window.__forms.at(-1)")
+    assert sorted(r["name"] for r in upload["data"]["results"]) == ["green.png", "purple.gif", "red.jpg"]
+    assert page.evaluate("window.__csp || []") == []

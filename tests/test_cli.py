@@ -17,7 +17,7 @@ def as_json(result) -> dict:
 def test_index_search_stats_json(runner, collection, data_dir):
     root, expected = collection
     report = as_json(runner("index", str(root), "--json"))
-    assert set(report) == {"added", "updated", "moved", "removed", "unchanged", "failed", "seconds"}
+    assert set(report) == {"added", "updated", "moved", "removed", "unchanged", "failed", "tagged", "seconds"}
     assert report["failed"] == expected["failed"]
 
     stats = as_json(runner("stats", "--json"))

@@ -21,18 +21,15 @@ from mmsearch.search.request import QueryPart, SearchRequest
 from mmsearch.search.tables import Item
 from sqlalchemy import select
 
-from .shapes import COLOURS, HELD_OUT, SHAPES, picture, train_tiny
+from .shapes import COLOURS, HELD_OUT, SHAPES, picture
 
 PER_CLASS = 5  # held-out pictures of each colour × shape
 FUSIONS = ("early", "rrf", "relative", "dbsf")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, dict]:
-    checkpoint = tmp_path_factory.mktemp("model") / "tiny-shapes.pt"
-    figures = train_tiny(checkpoint, steps=600, seed=0, log=print)
-    print("trained:", figures)
-    return checkpoint, figures
+def trained(shapes_model) -> tuple[Path, dict]:
+    return shapes_model
 
 
 @pytest.fixture(scope="module")

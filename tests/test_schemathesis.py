@@ -84,6 +84,7 @@ def follows_the_rules(options: dict, settings) -> bool:
     explain = options.get("explain") is True
     terms = text.split(" + ") if text else []  # the query's own parts come first, then like, parts, files
     words = any((weights[n] if weights is not None and n < len(weights) else 1) > 0 and not term.startswith("-")
+                and not term.lstrip("0123456789.:").startswith("like:")  # an item part has no words to look up
                 for n, term in enumerate(terms))
     words = words or any(p.get("kind") == "text" and (weights[count - len(parts) + n] if weights is not None and
                                                       len(weights) == count else p.get("weight", 1)) > 0
@@ -150,6 +151,8 @@ def api_schema(served):
             return True
         if case.operation.path == "/api/search":
             return follows_the_rules(case.body if case.method == "POST" else case.query or {}, served["settings"])
+        if case.operation.path == "/api/classify":  # exactly one thing to classify (the schema's oneOf)
+            return isinstance(case.body, dict) and sum(k in case.body for k in ("image", "audio", "text")) == 1
         return True
 
     return loaded

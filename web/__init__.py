@@ -74,8 +74,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config)
     app.extensions["mmsearch"] = Shared(settings, refresh_interval=float(app.config.get("REFRESH_INTERVAL", 0.0)))
 
-    from . import api, pages
+    from . import api, pages, tags_api
     app.register_blueprint(api.bp)
+    app.register_blueprint(tags_api.bp)
     app.register_blueprint(pages.bp)
 
     @app.before_request

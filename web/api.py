@@ -49,7 +49,8 @@ def _links(item) -> dict[str, Any]:
 
 
 def item_json(item, full: bool = False) -> dict[str, Any]:
-    return item_document(item, full=full, links=_links)
+    tags = shared().library().store.tags.of([item.id]).get(item.id)
+    return item_document(item, full=full, links=_links, tags=tags)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -71,7 +72,8 @@ def _run(search_request: SearchRequest) -> dict[str, Any]:
             if missing:
                 raise not_found(f"no item with id {missing[0]}")
         response = library.search(search_request, state.embed)
-    return response_document(response, search_request, _links)
+        tags = library.store.tags.of([hit.id for hit in response.results])
+    return response_document(response, search_request, _links, tags)
 
 
 def _build(options: dict[str, Any], files: list[QueryPart] | tuple = (), source: str = "") -> SearchRequest:
@@ -111,7 +113,7 @@ def _form_options() -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key in request.form:
         values = request.form.getlist(key)
-        options[key] = values if key == "modality" else values[-1]
+        options[key] = values if key in parse.LISTS else values[-1]
     for key in ("filters", "parts", "weights"):
         if key in options:
             import json
@@ -139,8 +141,8 @@ def _query_files() -> list[QueryPart]:
 
 
 def _args() -> dict[str, Any]:
-    """A query string as builder options: the last value of each key, every value of modality."""
-    return {key: request.args.getlist(key) if key == "modality" else request.args.getlist(key)[-1]
+    """A query string as builder options: the last value of each key, every value of modality and tags."""
+    return {key: request.args.getlist(key) if key in parse.LISTS else request.args.getlist(key)[-1]
             for key in request.args}
 
 

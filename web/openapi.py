@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmsearch import __version__
+from mmsearch.modalities import MODALITIES
 from mmsearch.search.request import MAX_ID, Limits
 from mmsearch.settings import Settings, load_settings
 
@@ -59,7 +60,8 @@ def document(server: str = "", settings: Settings | None = None, vector_dims: in
         _query("q", query_text(limits), description="the query text (or give like)"),
         *(_query(name, schema) for name, schema in opts.items() if name != "modality"),
         _query("modality", opts["modality"], style="form", explode=True),
-        *(_query(name, schema) for name, schema in flat.items())]
+        *(_query(name, schema, **({"style": "form", "explode": True} if name == "tags" else {}))
+          for name, schema in flat.items())]
     form = {"type": "object", "description": RULES, "properties": {
         "text": query_text(limits), **opts, **flat,
         "image": {"type": "string", "format": "binary", "description": "an image file (PNG, JPEG, ...)"},
@@ -68,7 +70,7 @@ def document(server: str = "", settings: Settings | None = None, vector_dims: in
     # no other fields: said with propertyNames, as additionalProperties false next to two binary fields makes
     # schemathesis 4 validate file objects it cannot (ValueError: Unsupported type: 'Binary')
     form["propertyNames"] = {"enum": list(form["properties"])}
-    form_encoding = {"modality": {"style": "form", "explode": True},
+    form_encoding = {"modality": {"style": "form", "explode": True}, "tags": {"style": "form", "explode": True},
                      "filters": {"contentType": JSON}}
     admin = [{"admin": []}]
     return {
@@ -137,6 +139,26 @@ def document(server: str = "", settings: Settings | None = None, vector_dims: in
                     "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
                     "image/png": {"schema": {"type": "string", "format": "binary"}}}},
                     "304": {"description": "not modified"}, **_errors(settings, 404)}}},
+            "/api/tags": {"get": {"summary": "Every tag set: its kind, how many items it tags, its labels with "
+                                             "their item counts (most common first)", "responses": {
+                "200": _ok("TagSets"), **_errors(settings)}}},
+            "/api/classify": {"post": {
+                "summary": "Score one image, sound or text by the stored tag sets (their labels or trained "
+                           "model), as each would tag it; nothing is indexed or stored",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "additionalProperties": False, "oneOf": [
+                        {"required": [kind]} for kind in MODALITIES],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "a decodable image"},
+                        "audio": {"type": "string", "format": "binary", "description": "a decodable sound"},
+                        "text": {"type": "string", "pattern": "\\S", "maxLength": settings.query_max_chars},
+                        "caption": {"type": "string", "pattern": "\\S", "maxLength": settings.query_max_chars,
+                                    "description": "with an image or a sound: its caption, read as a sidecar's"},
+                        "set": {"type": "array", "items": {"type": "string"},
+                                "description": "only these tag sets (default: every one)"},
+                        "top": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5}}},
+                    "encoding": {"set": {"style": "form", "explode": True}}}}},
+                "responses": {"200": _ok("Classification"), **_errors(settings, 404, 413, 415)}}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {
                 "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}},
                 **_errors(settings)}}},

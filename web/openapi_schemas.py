@@ -6,8 +6,8 @@ from typing import Any
 
 from mmsearch.modalities import MODALITIES
 from mmsearch.search.parse import FILTER_KEYS
-from mmsearch.search.request import (FUSIONS, INDEXES, KINDS, MAX_ID, MAX_K, MAX_LABEL_CHARS, MAX_OFFSET,
-                                     MAX_PATH_CHARS, MAX_RRF_K, MAX_TEXT_CHARS, MAX_VECTOR_DIMS, Limits)
+from mmsearch.search.request import (FUSIONS, INDEXES, KINDS, MAX_FILTER_TAGS, MAX_ID, MAX_K, MAX_LABEL_CHARS,
+                                     MAX_OFFSET, MAX_PATH_CHARS, MAX_RRF_K, MAX_TEXT_CHARS, MAX_VECTOR_DIMS, Limits)
 
 NO_NUL = "^[^\\x00]*$"  # the builder refuses NUL characters in every string
 QUERY_FORMAT = "mmsearch-query"
@@ -61,15 +61,27 @@ def options(limits: Limits) -> dict[str, dict[str, Any]]:
     }
 
 
-def filters() -> dict[str, dict[str, Any]]:
+LABEL = {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_CHARS, "pattern": NO_NUL}
+
+
+def filters(json_body: bool = False) -> dict[str, dict[str, Any]]:
+    """The filters; a query string or a form repeats tags (an array), a JSON body may also give one string."""
     path = {"type": "string", "maxLength": MAX_PATH_CHARS, "pattern": NO_NUL}
     date = {"type": "string", "format": "date-time", "maxLength": 64, "description":
             "ISO 8601, any year 1 to 9999: 2024-05-01T12:00:00Z; also a date alone (2024-05-01) or a time without "
             "offset (UTC)"}
     size = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
+    # a JSON body's tags may be one label: type-specific keywords for both, as dedupe's (no oneOf)
+    one = {k: v for k, v in LABEL.items() if k != "type"} if json_body else {}
     out = {"path_prefix": path, "path_glob": path, "date_from": date, "date_to": date,
            "date_field": {"enum": ["mtime", "taken_at"]}, "min_size": size, "max_size": size,
-           "has_caption": {"type": "boolean"}}
+           "has_caption": {"type": "boolean"},
+           "tags": {"type": ["array", "string"] if json_body else "array", "items": LABEL,
+                    "maxItems": MAX_FILTER_TAGS, **one,
+                    "description": "only items that carry every one of these tag labels (exact, any tag set or "
+                                   "tag_set's; GET /api/tags lists them)"},
+           "tag_set": {**LABEL, "description": "only this tag set's tags count; without tags: items with any tag "
+                                               "of the set"}}
     assert tuple(out) == FILTER_KEYS
     return out
 
@@ -123,6 +135,8 @@ def schemas(limits: Limits, vector_dims: int | None = None) -> dict[str, Any]:
         "modified": {"type": "string", "format": "date-time"},
         "taken_at": {"type": "string", "description": "camera time, no zone known"},
         "indexed_at": {"type": "string", "format": "date-time"}, "error": {"type": "string"}}}
+    tag = {"type": "object", "required": ["set", "label", "score"], "additionalProperties": False, "properties": {
+        "set": {"type": "string"}, "label": {"type": "string"}, "score": {"type": "number"}}}
     item = {"type": "object", "required": ["id", "path", "modality", "media_url", "name", "metadata"],
             "properties": {
                 "id": {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "path": {"type": "string"},
@@ -130,6 +144,8 @@ def schemas(limits: Limits, vector_dims: int | None = None) -> dict[str, Any]:
                 "media_url": {"type": "string"}, "thumbnail_url": {"type": ["string", "null"]},
                 "name": {"type": "string"}, "caption": {"type": "string"}, "snippet": {"type": "string"},
                 "text": {"type": "string"}, "metadata": metadata,
+                "tags": {"type": "array", "items": tag, "description":
+                         "the item's tags, best score first (left out when it has none)"},
                 "match": {"type": "object", "required": ["kind", "score"], "properties": {
                     "kind": {"enum": ["content", "caption", "passage", "segment", "lexical"]},
                     "score": {"type": "number"}, "text": {"type": "string"},
@@ -153,6 +169,21 @@ def schemas(limits: Limits, vector_dims: int | None = None) -> dict[str, Any]:
         "by_modality": {"type": "object", "required": list(MODALITIES),
                         "properties": {m: count for m in MODALITIES}},
         "model": {"type": ["object", "null"]}, "index": {"type": ["object", "null"]}}}
-    return {"Error": error, "Part": part, "Filters": {"type": "object", "additionalProperties": False,
-                                                      "properties": filters()},
-            "SearchRequest": request, "Item": item, "SearchResponse": response, "Stats": stats}
+    tag_sets = {"type": "object", "required": ["sets"], "additionalProperties": False, "properties": {"sets": {
+        "type": "array", "items": {"type": "object", "required": ["name", "kind", "items", "updated_at", "labels"],
+                                   "additionalProperties": False, "properties": {
+            "name": {"type": "string"}, "kind": {"enum": ["zero-shot", "trained"]}, "items": count,
+            "updated_at": {"type": "string", "format": "date-time"},
+            "labels": {"type": "array", "description": "most common first", "items": {
+                "type": "object", "required": ["label", "count"], "additionalProperties": False,
+                "properties": {"label": {"type": "string"}, "count": count}}}}}}}}
+    scored = {"type": "object", "required": ["label", "score"], "additionalProperties": False,
+              "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}
+    classified = {"type": "object", "required": ["modality", "sets"], "additionalProperties": False, "properties": {
+        "modality": {"enum": list(MODALITIES)}, "sets": {"type": "array", "items": {
+            "type": "object", "required": ["set", "kind", "labels"], "additionalProperties": False,
+            "properties": {"set": {"type": "string"}, "kind": {"enum": ["zero-shot", "trained"]},
+                           "labels": {"type": "array", "description": "best first", "items": scored}}}}}}
+    return {"Error": error, "Part": part, "Classification": classified, "Filters": {"type": "object", "additionalProperties": False,
+                                                      "properties": filters(json_body=True)},
+            "SearchRequest": request, "Item": item, "SearchResponse": response, "Stats": stats, "TagSets": tag_sets}

@@ -4,7 +4,7 @@ Each module registers its commands on the one group in ``app``; ``main`` is the 
 """
 from __future__ import annotations
 
-from . import bulk, evaluate, indexing, migrate, models, searching, serving, training  # noqa: F401  (they add commands)
+from . import bulk, evaluate, indexing, migrate, models, searching, serving, tagging, training  # noqa: F401  (they add commands)
 from .app import cli
 
 __all__ = ["cli", "main"]

@@ -36,8 +36,11 @@ OPTIONS: list[Callable] = [
     click.option("--modality", "modalities", type=MODALITY, multiple=True, help="Only these modalities."),
     click.option("--path-prefix", help="Only items whose path starts with this."),
     click.option("--glob", "path_glob", help="Only items whose path matches this glob."),
+    click.option("--tag", "tags", multiple=True, help="Only items tagged with this label (repeatable)."),
+    click.option("--tag-set", help="Only this tag set's tags count."),
 ]
-NAMES = ("k", "fusion", "rrf_k", "index_name", "hybrid", "alpha", "modalities", "path_prefix", "path_glob")
+NAMES = ("k", "fusion", "rrf_k", "index_name", "hybrid", "alpha", "modalities", "path_prefix", "path_glob", "tags",
+         "tag_set")
 HEAD = ("R@1", "R@5", "R@10", "MRR", "nDCG@10")
 
 
@@ -61,15 +64,24 @@ class Row:
 
 
 @cli.command()
-@click.argument("queries_csv", metavar="QUERIES.csv")
+@click.argument("queries_csv", metavar="QUERIES.csv", required=False)
 @_with_options
 @click.option("--compare", "compare", metavar='"OPTIONS"',
               help='A second option set, run on the same queries and shown beside the first: e.g. '
                    '"--fusion rrf --hybrid". Options it leaves out keep the first set\'s values.')
+@click.option("--labels", "labels_csv", metavar="LABELS.csv", help="Instead of queries: score a tag set against "
+              "these labels (path,label rows): accuracy, macro-F1, per-class precision/recall, confusion matrix.")
+@click.option("--set", "labels_set", metavar="NAME", help="With --labels: the tag set (needed when there are several).")
 @command
-def evaluate(ctx: Context, queries_csv: str, compare: str | None, **options: Any) -> None:
+def evaluate(ctx: Context, queries_csv: str | None, compare: str | None, labels_csv: str | None,
+             labels_set: str | None, **options: Any) -> None:
     """Score search on QUERIES.csv (columns query,relevant; '-' reads stdin): recall@1/5/10, MRR and
-    nDCG@10, overall and per query → result modality."""
+    nDCG@10, overall and per query → result modality. With --labels, score a tag set instead."""
+    if (queries_csv is None) == (labels_csv is None):
+        raise click.UsageError("give QUERIES.csv, or --labels LABELS.csv (not both)")
+    if labels_csv is not None:
+        from .tagging import evaluate_labels
+        return evaluate_labels(ctx, labels_csv, labels_set)
     passive_openmp()
     from mmsearch.search import evaluation
     sets = [_options(options)]
@@ -96,7 +108,7 @@ def evaluate(ctx: Context, queries_csv: str, compare: str | None, **options: Any
 
 def _options(raw: dict[str, Any]) -> dict[str, Any]:
     out = {name: raw[name] for name in NAMES}
-    out["modalities"] = list(out["modalities"])
+    out["modalities"], out["tags"] = list(out["modalities"]), list(out["tags"])
     out["path_prefix"] = absolute_prefix(out["path_prefix"])
     return out
 
@@ -120,7 +132,8 @@ def _request_options(option_set: dict[str, Any]) -> dict[str, Any]:
     options = {"k": option_set["k"], "modality": option_set["modalities"], "fusion": option_set["fusion"],
                "rrf_k": option_set["rrf_k"], "index": option_set["index_name"], "hybrid": option_set["hybrid"],
                "alpha": option_set["alpha"], "path_prefix": option_set["path_prefix"],
-               "path_glob": option_set["path_glob"]}
+               "path_glob": option_set["path_glob"], "tags": option_set["tags"] or None,
+               "tag_set": option_set["tag_set"]}
     return {key: value for key, value in options.items() if value is not None}
 
 
@@ -218,7 +231,8 @@ def _flags(option_set: dict[str, Any]) -> str:
     if option_set["hybrid"]:
         words.append(f"--hybrid --alpha {option_set['alpha']:g}")
     words += [f"--modality {m}" for m in option_set["modalities"]]
-    for flag, key in (("--path-prefix", "path_prefix"), ("--glob", "path_glob")):
+    words += [f"--tag {shlex.quote(t)}" for t in option_set["tags"]]
+    for flag, key in (("--path-prefix", "path_prefix"), ("--glob", "path_glob"), ("--tag-set", "tag_set")):
         if option_set[key]:
             words.append(f"{flag} {shlex.quote(option_set[key])}")
     return " ".join(words)

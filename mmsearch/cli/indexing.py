@@ -107,8 +107,13 @@ def settings_(ctx: Context) -> None:
 
 
 def _shown(value: object) -> object:
-    """modality_weights back in the form it is written in (image=1,audio=1,text=1)."""
-    return ",".join(f"{k}={v:g}" for k, v in value.items()) if isinstance(value, dict) else value
+    """modality_weights back in the form it is written in (image=1,audio=1,text=1); other tables (the
+    zero-shot templates) as JSON."""
+    if not isinstance(value, dict):
+        return value
+    if all(isinstance(v, (int, float)) for v in value.values()):
+        return ",".join(f"{k}={v:g}" for k, v in value.items())
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _format_stats(document: dict) -> str:

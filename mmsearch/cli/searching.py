@@ -43,12 +43,14 @@ from .app import EMPTY, MODALITY, Context, cli, command, passive_openmp
 @click.option("--min-size", type=click.IntRange(0), help="Only files of at least this many bytes.")
 @click.option("--max-size", type=click.IntRange(0), help="Only files of at most this many bytes.")
 @click.option("--has-caption/--no-caption", default=None, help="Only items with (or without) a caption.")
+@click.option("--tag", "tags", multiple=True, help="Only items tagged with this label (repeatable: all of them).")
+@click.option("--tag-set", help="Only the tags of this tag set count (alone: items with any tag of it).")
 @command
 def search(ctx: Context, query: str | None, images: tuple[str, ...], sounds: tuple[str, ...],
            likes: tuple[int, ...], k: int, offset: int, modalities: tuple[str, ...], fusion: str, rrf_k: int,
            index_name: str | None, explain: bool, exclude_self: bool, hybrid: bool, alpha: float, dedupe: str | None, path_prefix: str | None,
            path_glob: str | None, since: str | None, until: str | None, date_field: str, min_size: int | None,
-           max_size: int | None, has_caption: bool | None) -> None:
+           max_size: int | None, has_caption: bool | None, tags: tuple[str, ...], tag_set: str | None) -> None:
     """Search by QUERY (words, "phrases", 2:weights, + and - terms, like:ID, image/sound paths),
     --image FILE, --audio FILE or --like ID; several parts are fused."""
     passive_openmp()
@@ -64,7 +66,7 @@ def search(ctx: Context, query: str | None, images: tuple[str, ...], sounds: tup
                "fusion": fusion, "rrf_k": rrf_k, "index": index_name, "explain": explain,
                "exclude_self": exclude_self, "hybrid": hybrid, "alpha": alpha, "dedupe": dedupe, "path_prefix": absolute_prefix(path_prefix), "path_glob": path_glob,
                "date_from": since, "date_to": until, "date_field": date_field, "min_size": min_size,
-               "max_size": max_size, "has_caption": has_caption}
+               "max_size": max_size, "has_caption": has_caption, "tags": list(tags) or None, "tag_set": tag_set}
     request = build({key: value for key, value in options.items() if value is not None}, files, allow_files=True,
                     limits=Limits.of(ctx.settings))
     library = ctx.library(existing=True)
@@ -73,7 +75,8 @@ def search(ctx: Context, query: str | None, images: tuple[str, ...], sounds: tup
     for kind in {p.kind for p in request.parts} - {"item"}:
         library.query_encoder(kind)  # load models before the clock starts
     response = library.search(request)
-    ctx.emit(response_document(response, request), _format_hits)
+    tagged = library.store.tags.of([hit.id for hit in response.results])
+    ctx.emit(response_document(response, request, tags=tagged), _format_hits)
 
 
 def absolute_prefix(prefix: str | None) -> str | None:
@@ -100,6 +103,8 @@ def _format_hits(document: dict) -> str:
         lines.append(f"{r['score']:.4f}  {r['id']:>6}  {r['modality']:<5}  {r['path']}")
         if r.get("match"):
             lines.append(f"        matched: {_describe(r['match'])}")
+        if r.get("tags"):
+            lines.append("        tags: " + ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["tags"]))
         for part in r.get("parts") or ():
             rank = f"  rank {part['rank']}" if part.get("rank") else ""
             score = "-" if part["score"] is None else f"{part['score']:.4f}"

@@ -7,12 +7,15 @@
   const hybridBox = $("#hybrid");
   const fileInput = $("#file-input"), micButton = $("#mic"), overlay = $("#drop-overlay"), intro = $("#intro");
   const dialog = $("#detail"), template = $("#card-template"), libraryBox = $("#library"), fmt = window.mmFormat;
-  const matches = window.mmMatches;
+  const el = fmt.el;  // mmFormat.el: text only ever as text nodes
+  const matches = window.mmMatches, tagsUi = window.mmTags, tagBox = $("#tag-filters");
   const AUDIO_EXT = /\.(wav|flac|ogg|oga|mp3|m4a|opus|mp4|m4v|mov|webm|avi)$/i;
 
   // What is being searched for: words, an item (like), and/or a file (image or sound).
   // words: the query's words, highlighted in the results' text; hybrid: whether this search sent hybrid.
-  const state = { q: "", like: null, likeName: "", file: null, fileKind: null, offset: 0, words: [], hybrid: false };
+  // tags: the labels of the tags filter (every one must be on a result), from the chips of cards and details.
+  const state = { q: "", like: null, likeName: "", file: null, fileKind: null, offset: 0, words: [], hybrid: false,
+                  tags: [] };
   let inFlight = null, rankOf = null, libraryItems = null;
 
   // --- status -------------------------------------------------------------------------------------
@@ -37,6 +40,20 @@
   kInput.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); search(); } });
 
   function hasQuery() { return Boolean(input.value.trim() || state.like || state.file); }
+
+  // --- the tags filter: a card's or the detail view's tag chip adds its label, a filter chip's × removes it
+  function renderTags() { tagsUi.filters(tagBox, state.tags, removeTag); }
+  function addTag(label) {
+    if (dialog.open) dialog.close();
+    if (!state.tags.includes(label)) state.tags.push(label);
+    renderTags();
+    if (hasQuery()) search();
+  }
+  function removeTag(label) {
+    state.tags = state.tags.filter((t) => t !== label);
+    renderTags();
+    if (hasQuery()) search();
+  }
 
   // --- query chips (file, like) -----------------------------------------------------------------
   function renderChips() {
@@ -63,12 +80,6 @@
     const b = el("button", "", "\u00d7"); b.type = "button"; b.setAttribute("aria-label", "Remove");
     b.addEventListener("click", onClick); return b;
   }
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
 
   function useFile(file) {
     if (!file) return;
@@ -88,6 +99,7 @@
     if (kInput.value && kInput.value !== "24") params.set("k", kInput.value);
     if (fusionSelect.value !== "early") params.set("fusion", fusionSelect.value);
     if (hybridBox.checked) params.set("hybrid", "1");
+    state.tags.forEach((t) => params.append("tag", t));
     const url = location.pathname + (params.toString() ? "?" + params : "");
     if (url !== location.pathname + location.search) history[push ? "pushState" : "replaceState"](null, "", url);
   }
@@ -103,7 +115,8 @@
     kInput.value = params.get("k") || "24";
     fusionSelect.value = params.get("fusion") || "early";
     hybridBox.checked = ["1", "true", "on"].includes((params.get("hybrid") || "").toLowerCase());
-    renderChips();
+    state.tags = [...new Set(params.getAll("tag").filter((t) => t))];
+    renderChips(); renderTags();
     if (state.like) nameLike(state.like);
   }
   async function nameLike(id) {  // a like: from the URL names its item once the API says what it is
@@ -156,6 +169,7 @@
       body.append(state.fileKind, state.file, state.file.name || state.fileKind);
       Object.entries(options).forEach(([key, value]) => body.append(key, value));
       mods.forEach((m) => body.append("modality", m));
+      state.tags.forEach((t) => body.append("tags", t));
       init = { method: "POST", body };
     } else {
       const body = { ...options };
@@ -163,6 +177,7 @@
       if (state.like) body.like = Number(state.like);
       if (mods.length) body.modality = mods;
       if (state.like && !input.value.trim()) body.exclude_self = true;
+      if (state.tags.length) body.filters = { tags: [...state.tags] };
       init = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
     }
     init.signal = controller.signal;
@@ -249,6 +264,8 @@
       caption.title = r.caption;
       node.querySelector(".info").after(caption);
     }
+    const tagChips = tagsUi.chips(r.tags, addTag);
+    if (tagChips) node.querySelector(".actions").before(tagChips);
     const matched = matches.line(r);
     if (matched) node.querySelector(".actions").before(matched);
     const why = explain(r);
@@ -309,6 +326,7 @@
     }
     $("#detail-open").href = item.media_url;
     $("#detail-like").onclick = () => moreLike(item.id, item.name);
+    $("#detail-tags").replaceChildren(...[tagsUi.chips(item.tags, addTag)].filter(Boolean));
     const table = $("#detail-meta"); table.replaceChildren();
     const rows = [["id", "id", item.id], ["path", "path", item.path], ["modality", "modality", item.modality]];
     if (item.caption) rows.push(["caption", "caption", item.caption]);

@@ -1,9 +1,17 @@
 // mmsearch search page: formatting helpers (sizes, durations, dates, ranks, item metadata, library counts,
-// the query's words highlighted in a result's text).
+// the query's words highlighted in a result's text) and the one element maker, el.
 // Plain JS, no build step; app.js uses them as window.mmFormat.
 "use strict";
 window.mmFormat = (() => {
   const pad = (n) => String(n).padStart(2, "0");
+
+  // A new element with a class and text (a text node: never markup), for every script of the page.
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
 
   // 78 → "78 B", 32044 → "32.0 KB", 1500000 → "1.5 MB" (decimal units, as file managers show them)
   function size(bytes) {
@@ -171,5 +179,5 @@ window.mmFormat = (() => {
     return { fragment, count };
   }
 
-  return { size, duration, date, metadataRows, library, ranker, clock, terms, hasWords, queryWords, highlight };
+  return { el, size, duration, date, metadataRows, library, ranker, clock, terms, hasWords, queryWords, highlight };
 })();

@@ -5,12 +5,7 @@
 "use strict";
 window.mmMatches = (() => {
   const fmt = window.mmFormat;
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  const el = fmt.el;
 
   // A note's snippet: the passage (or caption) that matched, from a few words before the first of the
   // query's words; else the note's opening. The query's words are marked; the text is only text nodes.

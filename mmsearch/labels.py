@@ -1,0 +1,110 @@
+"""Reading a person's labels: LABELS.txt (one label a line, for zero-shot tagging) and LABELS.csv
+(``path,label`` rows, several rows for an item with several labels, for training and for evaluating a tag
+set). Files are hostile: every refusal names the line, and nothing is read half."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import unicodedata
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from .errors import MMSearchError
+
+MAX_LABELS = 10_000  # zero-shot scores every item against every label: more is a mistake, not a vocabulary
+MAX_LABEL_CHARS = 200
+MAX_FILE_BYTES = 64 * 2**20
+
+
+def _read(path: str) -> str:
+    """A labels file's text ('-' is stdin), UTF-8 (a BOM allowed), at most MAX_FILE_BYTES."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(os.path.expanduser(path), "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise MMSearchError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise MMSearchError(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MiB")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MMSearchError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+
+
+def check_label(label: str, where: str) -> str:
+    """A label as stored: trimmed, non-empty, at most MAX_LABEL_CHARS, no control characters."""
+    label = label.strip()
+    if not label:
+        raise MMSearchError(f"{where}: the label is empty")
+    if len(label) > MAX_LABEL_CHARS:
+        raise MMSearchError(f"{where}: the label is longer than {MAX_LABEL_CHARS} characters")
+    if any(unicodedata.category(ch).startswith("C") for ch in label):
+        raise MMSearchError(f"{where}: the label holds a control character")
+    return label
+
+
+def read_label_list(path: str) -> list[str]:
+    """LABELS.txt: one label a line; blank lines and lines starting with # are skipped, repeats kept once."""
+    labels: dict[str, None] = {}
+    for number, line in enumerate(_read(path).splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            labels[check_label(line, f"{path} line {number}")] = None
+    if len(labels) < 2:
+        raise MMSearchError(f"{path}: zero-shot tagging needs at least two labels, one per line")
+    if len(labels) > MAX_LABELS:
+        raise MMSearchError(f"{path}: more than {MAX_LABELS} labels")
+    return list(labels)
+
+
+@dataclass
+class Labelled:
+    """Items and their labels: ``targets[i, j]`` is True when item ``ids[i]`` has label ``labels[j]``."""
+    ids: np.ndarray  # int64
+    labels: list[str]
+    targets: np.ndarray  # (items, labels) bool
+
+    @property
+    def multi_label(self) -> bool:
+        return bool((self.targets.sum(axis=1) > 1).any())
+
+
+def read_labelled(path: str, paths: Mapping[str, int]) -> Labelled:
+    """LABELS.csv → Labelled, with ``paths`` (stored absolute path → item id) to find each item. A header
+    row ``path,label`` is optional; relative paths are taken from the file's folder (stdin's: the current
+    one), as evaluate takes a queries file's. A path that is not indexed, or a row without two fields, refuses the file with its line."""
+    text = _read(path)
+    base = os.getcwd() if path == "-" else os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+    rows: dict[int, dict[str, None]] = {}
+    labels: dict[str, None] = {}
+    reader = csv.reader(io.StringIO(text))
+    for row in reader:
+        where = f"{path} line {reader.line_num}"
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2:
+            raise MMSearchError(f"{where}: want two fields, path,label; found {len(row)}")
+        if reader.line_num == 1 and [c.strip().lower() for c in row] == ["path", "label"]:
+            continue
+        file, label = row[0].strip(), check_label(row[1], where)
+        item = paths.get(os.path.abspath(os.path.join(base, os.path.expanduser(file)))) if file else None
+        if item is None:
+            raise MMSearchError(f"{where}: {file or 'an empty path'} is not an indexed item")
+        rows.setdefault(item, {})[label] = None
+        labels[label] = None
+    if len(labels) < 2:
+        raise MMSearchError(f"{path}: need items of at least two labels")
+    if len(labels) > MAX_LABELS:
+        raise MMSearchError(f"{path}: more than {MAX_LABELS} labels")
+    order = {label: n for n, label in enumerate(labels)}
+    ids = np.fromiter(rows, np.int64, len(rows))
+    targets = np.zeros((len(rows), len(labels)), bool)
+    for n, item_labels in enumerate(rows.values()):
+        targets[n, [order[label] for label in item_labels]] = True
+    return Labelled(ids, list(labels), targets)
