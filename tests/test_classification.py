@@ -265,3 +265,30 @@ def test_the_api_classifies_an_uploaded_file_without_indexing_it(labelled, tmp_p
         refused = post(**fields)
         assert refused.status_code == status and "error" in refused.get_json(), (fields, refused.get_json())
     assert client.post("/api/classify", json={"text": "red"}).status_code == 415
+
+
+def test_several_labels_an_item_are_learnt_and_tagged_together(labelled, tmp_path):
+    """Multi-label data (each picture labelled with its colour and its shape, two rows): every item gets the
+    labels whose probability reaches the threshold, and evaluate scores whole label sets."""
+    library, _root, train, held = labelled
+    pictures = {p: c for p, c in train.items() if p.endswith(".png")}
+    path = tmp_path / "both.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        for file, label in sorted(pictures.items()):
+            writer.writerows([(file, label.split()[0]), (file, label.split()[1])])
+    paths = {row[1]: row[0] for row in library.store.index_rows()}
+    labels = read_labelled(str(path), paths)
+    assert labels.multi_label
+    report = library.train_classifier(labels, "attributes", folds=3)
+    print("multi-label cross-validated:", {f: round(m["accuracy"], 3) for f, m in report.figures.items()})
+    held_pictures = sorted(p for p in held if p.endswith(".png"))
+    tags = library.store.tags.of([paths[p] for p in held_pictures])
+    exact = [{t.label for t in tags[paths[p]] if t.set == "attributes"} == set(held[p].split()) for p in held_pictures]
+    print(f"held-out pictures with exactly their colour and shape: {np.mean(exact):.3f}")
+    assert np.mean(exact) >= 0.5  # chance of an exact pair of 7 labels: far below 0.1
+    truth = tmp_path / "held-both.csv"
+    with open(truth, "w", newline="") as handle:
+        csv.writer(handle).writerows([(p, w) for p in held_pictures for w in held[p].split()])
+    evaluated = tagging.evaluate(library, read_labelled(str(truth), paths), "attributes")
+    assert evaluated["multi_label"] and evaluated["accuracy"] == pytest.approx(np.mean(exact))
