@@ -182,7 +182,8 @@ class Library:
                 self.store.analyze()
             self.index(refresh=True)
             if self.settings.tag_on_index and (report.added or report.updated):
-                report.tagged = len(set().union(*(r.tagged for r in tagging.tag_changed(self))))
+                tagged = tagging.tag_changed(self, report.scan_errors)  # a set that cannot tag is named, not fatal
+                report.tagged = len(set().union(*(r.tagged for r in tagged)))
         return report
 
     def remove(self, paths: Sequence[str]) -> int:

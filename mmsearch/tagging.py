@@ -203,22 +203,30 @@ def changed_since(store: Any, generation: int) -> list[int]:
     return sorted(changed)
 
 
-def tag_changed(library: Any) -> list[TagReport]:
-    """Tag what an index run added or changed with every stored set, each the way it was made."""
+def tag_changed(library: Any, problems: list[str] | None = None) -> list[TagReport]:
+    """Tag what an index run added or changed with every stored set, each the way it was made. A set that
+    cannot (its model's files gone or damaged, vectors of another size) is skipped and named in
+    ``problems``: the run's own work is committed and stays."""
     reports = []
     for tag_set in library.store.tags.sets():
         config = tag_set.config
         changed = changed_since(library.store, int(config.get("generation", 0)))
         if not changed:
             continue
-        if tag_set.kind == ZERO_SHOT:
-            if config.get("model") != library.models.stored():
-                continue  # labels scored by another model; classify again to re-tag everything
-            reports.append(zero_shot(library, list(config["labels"]), tag_set.name, config.get("modalities"),
-                                     int(config.get("top", 1)), config.get("min_score"), ids=changed))
-        elif tag_set.kind == TRAINED:
-            stem = model_stem(library, tag_set.name)
-            reports.append(apply_model(library, tag_set.name, load_model(library, tag_set.name), stem, changed))
+        try:
+            if tag_set.kind == ZERO_SHOT:
+                if config.get("model") != library.models.stored():
+                    continue  # labels scored by another model; classify again to re-tag everything
+                reports.append(zero_shot(library, list(config["labels"]), tag_set.name, config.get("modalities"),
+                                         int(config.get("top", 1)), config.get("min_score"), ids=changed))
+            elif tag_set.kind == TRAINED:
+                stem = model_stem(library, tag_set.name)
+                reports.append(apply_model(library, tag_set.name, load_model(library, tag_set.name), stem, changed))
+        except (MMSearchError, ValueError, KeyError, TypeError) as exc:
+            if problems is None:
+                raise
+            problems.append(f"tag set {tag_set.name!r} did not tag the {len(changed)} new or changed items: "
+                            f"{exc}; train or classify it again, or 'mmsearch tags --delete {tag_set.name}'")
     return reports
 
 

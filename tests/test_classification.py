@@ -292,3 +292,22 @@ def test_several_labels_an_item_are_learnt_and_tagged_together(labelled, tmp_pat
         csv.writer(handle).writerows([(p, w) for p in held_pictures for w in held[p].split()])
     evaluated = tagging.evaluate(library, read_labelled(str(truth), paths), "attributes")
     assert evaluated["multi_label"] and evaluated["accuracy"] == pytest.approx(np.mean(exact))
+
+
+def test_an_index_run_keeps_its_work_when_a_tag_set_cannot_tag(labelled, tmp_path):
+    """A trained set whose model file was damaged: the run's items are committed, the set is named on the
+    run's skipped lines, and verify stays clean."""
+    library, root, train, _held = labelled
+    labels = read_labelled(str(_labels_csv(tmp_path / "train.csv", train)),
+                           {row[1]: row[0] for row in library.store.index_rows()})
+    library.train_classifier(labels, "fragile", fusion="mean", folds=3)
+    model = Path(library.data_path) / "classifiers" / "fragile.safetensors"
+    model.write_bytes(model.read_bytes()[:100])  # truncated
+    extra = _collection(root / "extra-fragile", 1, seed=HELD_OUT + 555, start=200)
+    report = library.run_index([str(root / "extra-fragile")])
+    assert report.added == len(extra) and report.failed == 0
+    assert any("fragile" in line and "did not tag" in line for line in report.scan_errors), report.scan_errors
+    ids = {row[1]: row[0] for row in library.store.index_rows()}
+    assert all(p in ids for p in extra)
+    assert not library.verify()
+    library.delete_tag_set("fragile")
