@@ -76,7 +76,7 @@ def _read_meta(meta_path: Path) -> dict:
     _require(meta_path.stat().st_size <= MAX_JSON_BYTES, f"over {MAX_JSON_BYTES} bytes")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: [[[[…]]]] nesting
         raise _Refused(f"not JSON ({first_line(exc, 80)})") from None
     _require(isinstance(meta, dict) and meta.get("format") == FORMAT, "not a classifier file")
     _require(meta.get("version") == VERSION, f"format version {str(meta.get('version'))[:20]}, "

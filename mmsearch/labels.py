@@ -9,13 +9,13 @@ import os
 import sys
 import unicodedata
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from .errors import MMSearchError
 
-MAX_LABELS = 10_000  # zero-shot scores every item against every label: more is a mistake, not a vocabulary
+MAX_LABELS = 1000  # zero-shot scores every item against every label (ImageNet has 1000): more is a mistake
 MAX_LABEL_CHARS = 200
 MAX_FILE_BYTES = 64 * 2**20
 
@@ -81,9 +81,16 @@ def read_labelled(path: str, paths: Mapping[str, int]) -> Labelled:
     one), as evaluate takes a queries file's. A path that is not indexed, or a row without two fields, refuses the file with its line."""
     text = _read(path)
     base = os.getcwd() if path == "-" else os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+    reader = csv.reader(io.StringIO(text))
+    try:
+        return _labelled(path, base, reader, paths)
+    except csv.Error as exc:  # a field beyond csv's limit, a NUL byte
+        raise MMSearchError(f"{path} line {reader.line_num}: not CSV: {exc}") from None
+
+
+def _labelled(path: str, base: str, reader: Any, paths: Mapping[str, int]) -> Labelled:
     rows: dict[int, dict[str, None]] = {}
     labels: dict[str, None] = {}
-    reader = csv.reader(io.StringIO(text))
     for row in reader:
         where = f"{path} line {reader.line_num}"
         if not row or not "".join(row).strip():

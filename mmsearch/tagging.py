@@ -15,7 +15,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from mmsearch.search.fusion import fuse_parts
 from mmsearch.search.tables import CAPTION, CONTENT, OK, PASSAGE, item_of
 
 from .errors import MMSearchError
@@ -47,6 +46,16 @@ def check_name(name: str) -> str:
         raise MMSearchError(f"tag set name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
                             "letter or digit")
     return name
+
+
+def _same_kind(store: Any, name: str, kind: str) -> None:
+    """Running classify or train-classifier again replaces its own set, never one the other command made."""
+    held = store.tags.get(name)
+    if held is not None and held.kind != kind:
+        raise MMSearchError(f"tag set {name!r} is a {held.kind} set: pick another --name, or delete it first "
+                            f"('mmsearch tags --delete {name}')")
+
+
 
 
 def candidates(store: Any, modalities: Iterable[str] | None = None) -> dict[int, str]:
@@ -106,6 +115,8 @@ def zero_shot(library: Any, labels: list[str], name: str, modalities: Sequence[s
     from mmsearch.encoders.zero_shot import label_vectors, top_labels
     check_name(name)
     store, started = library.store, time.perf_counter()
+    if ids is None:
+        _same_kind(store, name, ZERO_SHOT)
     report = TagReport(name, ZERO_SHOT)
     templates = library.settings.tag_templates
     generation = store.generation()
@@ -145,6 +156,7 @@ def train(library: Any, labelled: Labelled, name: str, fusion: str | None = None
     from mmsearch.encoders.classifier_training import cross_validate, train as fit
     from mmsearch.encoders.classifiers import FUSIONS
     check_name(name)
+    _same_kind(library.store, name, TRAINED)
     started = time.perf_counter()
     modality = candidates(library.store)
     missing = [int(i) for i in labelled.ids if int(i) not in modality]
@@ -253,43 +265,3 @@ def evaluate(library: Any, labelled: Labelled, name: str) -> dict[str, Any]:
     report["set"], report["items"], report["labels"] = name, len(labelled.ids), labels
     report["untagged"] = int((~predicted.any(axis=1)).sum())
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in report.items()}
-
-
-# --- one file, not indexed ----------------------------------------------------------------------------
-def classify_one(library: Any, modality: str, vector: np.ndarray, caption: np.ndarray | None = None,
-                 names: Sequence[str] | None = None, top: int = 5) -> list[dict[str, Any]]:
-    """An uploaded file's vector (and its caption's) scored by each tag set (``names``, else all) as the set
-    would tag it: its ``top`` labels, best first. Nothing is stored."""
-    from mmsearch.encoders.views import views_from
-    from mmsearch.encoders.zero_shot import label_vectors
-    sets = library.store.tags.sets()
-    if names is not None:
-        known = {s.name for s in sets}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise MMSearchError(f"no tag set {unknown[0]!r}")
-        sets = [s for s in sets if s.name in set(names)]
-    found = {VIEW_OF[modality]: np.asarray(vector, np.float32).reshape(-1)}
-    if caption is not None:
-        found["caption"] = np.asarray(caption, np.float32).reshape(-1)
-    out = []
-    for tag_set in sets:
-        config = tag_set.config
-        if tag_set.kind == ZERO_SHOT:
-            if modality not in config.get("modalities", []):
-                continue
-            labels = list(config["labels"])
-            parts = {CONTENT: found[VIEW_OF[modality]], **({CAPTION: found["caption"]} if caption is not None else {})}
-            fused = fuse_parts(parts, modality, library.settings.modality_weights)  # as the set scored items
-            scores = label_vectors(library.encoder().encode_texts, labels, library.settings.tag_templates[modality]) \
-                @ fused
-            order = np.argsort(-scores)[:top]
-            ranked = [(labels[j], float(scores[j])) for j in order]
-        else:
-            model = load_model(library, tag_set.name)
-            probabilities = model.predict_proba(views_from([found], len(found[VIEW_OF[modality]])))[0]
-            order = np.argsort(-probabilities)[:top]
-            ranked = [(model.labels[j], float(probabilities[j])) for j in order]
-        out.append({"set": tag_set.name, "kind": tag_set.kind,
-                    "labels": [{"label": label, "score": score} for label, score in ranked]})
-    return out

@@ -311,3 +311,25 @@ def test_an_index_run_keeps_its_work_when_a_tag_set_cannot_tag(labelled, tmp_pat
     assert all(p in ids for p in extra)
     assert not library.verify()
     library.delete_tag_set("fragile")
+
+
+def test_hostile_label_files_and_names_are_refused_in_one_line(labelled, tmp_path):
+    """Found by attacking the new commands: a CSV field past csv's limit, a set of the other kind under the
+    same name, a superscript digit as top: each a clear error, nothing changed."""
+    import io
+    from mmsearch.errors import MMSearchError
+    from mmsearch.web import create_app
+    library, _root, train, _held = labelled
+    big = tmp_path / "big.csv"
+    big.write_text("path,label\n" + next(iter(train)) + "," + "x" * 200_000 + "\n")
+    with pytest.raises(MMSearchError, match="not CSV"):
+        read_labelled(str(big), {row[1]: row[0] for row in library.store.index_rows()})
+    library.classify(PICTURE_CLASSES, "kinds", modalities=["image"])
+    before = library.store.tags.get("kinds")
+    labels = read_labelled(str(_labels_csv(tmp_path / "t.csv", train)), {row[1]: row[0] for row in library.store.index_rows()})
+    with pytest.raises(MMSearchError, match="is a zero-shot set"):
+        library.train_classifier(labels, "kinds")
+    assert library.store.tags.get("kinds") == before
+    client = create_app({"TESTING": True, "MMSEARCH": library.settings}).test_client()
+    answer = client.post("/api/classify", data={"text": "red", "top": "\u00b2"}, content_type="multipart/form-data")
+    assert answer.status_code == 400 and "top" in answer.get_json()["error"]["message"]

@@ -26,7 +26,7 @@ MAX_TOP = 100
 def classify():
     """One uploaded image or sound, or a text, scored by the stored tag sets (all, or the ``set`` fields) as
     each would tag it; nothing is indexed or stored."""
-    from mmsearch import tagging
+    from mmsearch.classify_file import classify_one
     from mmsearch.search import parse
     from .api import ApiError
     if request.mimetype != "multipart/form-data":
@@ -43,7 +43,7 @@ def classify():
     if not value or (kind == "text" and not value.strip()):
         raise parse.BadRequest(f"the {kind} is empty")
     top = request.form.get("top", "5")
-    if not top.isdigit() or not 1 <= int(top) <= MAX_TOP:
+    if not (top.isascii() and top.isdigit()) or not 1 <= int(top) <= MAX_TOP:
         raise parse.BadRequest(f"top must be a whole number from 1 to {MAX_TOP}")
     caption = request.form.get("caption")
     if caption is not None and not caption.strip():
@@ -57,7 +57,7 @@ def classify():
     vector = library.embed_query(kind, value)
     caption_vector = library.embed_query("text", caption) if caption is not None and kind != "text" else None
     try:
-        sets = tagging.classify_one(library, kind, vector, caption_vector, names, int(top))
+        sets = classify_one(library, kind, vector, caption_vector, names, int(top))
     except MMSearchError as exc:
         if str(exc).startswith("no tag set"):
             raise ApiError(404, "not_found", str(exc)) from None
