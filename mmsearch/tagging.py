@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from mmsearch.search.tables import CAPTION, CONTENT, OK, PASSAGE, item_of
+from mmsearch.search.fusion import content_vector
+from mmsearch.search.tables import CAPTION, OK, item_of
 
 from .errors import MMSearchError
 from .labels import Labelled
@@ -56,8 +57,6 @@ def _same_kind(store: Any, name: str, kind: str) -> None:
                             f"('mmsearch tags --delete {name}')")
 
 
-
-
 def candidates(store: Any, modalities: Iterable[str] | None = None) -> dict[int, str]:
     """The items a set can tag (ok ones, so with vectors): id → modality."""
     wanted = set(modalities) if modalities else None
@@ -67,23 +66,15 @@ def candidates(store: Any, modalities: Iterable[str] | None = None) -> dict[int,
 
 def views_of(store: Any, ids: Sequence[int], modality: dict[int, str]):
     """The classifiers' input for these items: each one's content vector as its modality's view (a long
-    note's: the mean of its passages, which read all of it, as fusion.item_vector does) and its caption."""
+    note's: the mean of its passages, fusion.content_vector) and its caption."""
     from mmsearch.encoders.views import views_from
     own = store.part_vectors(list(ids))
     rows = []
     for item in ids:
-        found, passages = {}, []
-        for row in own.get(int(item), ()):
-            if row.kind == CONTENT:
-                found[VIEW_OF[modality[int(item)]]] = row.vector
-            elif row.kind == CAPTION:
-                found["caption"] = row.vector
-            elif row.kind == PASSAGE:
-                passages.append(row.vector)
-        if passages and "text" in found:
-            mean = np.sum(passages, axis=0, dtype=np.float64)
-            found["text"] = (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
-        rows.append(found)
+        stored = own.get(int(item), ())
+        found = {VIEW_OF[modality[int(item)]]: content_vector(stored)}
+        found["caption"] = next((row.vector for row in stored if row.kind == CAPTION), None)
+        rows.append({view: vector for view, vector in found.items() if vector is not None})
     return views_from(rows, store_dim(own))
 
 
@@ -153,7 +144,7 @@ def train(library: Any, labelled: Labelled, name: str, fusion: str | None = None
           threshold: float = 0.5, log: Callable[[str], None] = lambda _: None) -> TagReport:
     """Cross-validate every fusion on the labelled items' stored vectors, fit the chosen one (``fusion``, else
     the best macro-F1) on all of them, save it, and tag every item with it as the set ``name``."""
-    from mmsearch.encoders.classifier_training import cross_validate, train as fit
+    from mmsearch.encoders.classifier_training import best_fusion, cross_validate, train as fit
     from mmsearch.encoders.classifiers import FUSIONS
     check_name(name)
     _same_kind(library.store, name, TRAINED)
@@ -172,22 +163,24 @@ def train(library: Any, labelled: Labelled, name: str, fusion: str | None = None
             raise MMSearchError(f"cannot cross-validate: {exc}") from None
         log(f"{candidate:>9}: accuracy {figures[candidate]['accuracy']:.3f}, macro-F1 "
             f"{figures[candidate]['macro_f1']:.3f} ({figures[candidate]['folds']}-fold)")
-    chosen = fusion or max(FUSIONS, key=lambda f: (figures[f]["macro_f1"], figures[f]["accuracy"]))
+    chosen = fusion or best_fusion(figures)
     model = fit(views, labelled.targets, labelled.labels, chosen, threshold=threshold)
     stem = model_stem(library, name)
     model.save(stem)
-    report = apply_model(library, name, model, stem)
+    report = apply_model(library, name, model, stem, modality=modality)
     report.figures, report.fusion = figures, chosen
     report.seconds = time.perf_counter() - started
     return report
 
 
-def apply_model(library: Any, name: str, model: Any, stem: Path, ids: Sequence[int] | None = None) -> TagReport:
-    """Tag the items (``ids``, else all) with the classifier's predicted labels as the set ``name``."""
+def apply_model(library: Any, name: str, model: Any, stem: Path, ids: Sequence[int] | None = None,
+                modality: dict[int, str] | None = None) -> TagReport:
+    """Tag the items (``ids``, else all) with the classifier's predicted labels as the set ``name``;
+    ``modality``: candidates() when the caller has just read it."""
     store, started = library.store, time.perf_counter()
     report = TagReport(name, TRAINED, model=str(stem))
     generation = store.generation()
-    modality = candidates(store)
+    modality = candidates(store) if modality is None else modality
     chosen = list(modality) if ids is None else [int(i) for i in ids if int(i) in modality]
     written: list[tuple[int, str, float]] = []
     for chunk in _chunks(chosen):

@@ -89,13 +89,21 @@ def fuse_parts(parts: Mapping[str, np.ndarray], modality: str, weights: Mapping[
 def item_vector(rows: Sequence, modality: str, weights: Mapping[str, float]) -> np.ndarray | None:
     """An item's one vector from its stored vectors (store.StoredVector rows): its content (a long note's:
     the mean of its passages, which read all of it) fused with its caption; None without a content vector."""
-    parts = {row.kind: row.vector for row in rows if row.kind in (CONTENT, CAPTION)}
-    if CONTENT not in parts:
+    parts = {row.kind: row.vector for row in rows if row.kind == CAPTION}
+    content = content_vector(rows)
+    if content is None:
         return None
+    return fuse_parts({**parts, CONTENT: content}, modality, weights)
+
+
+def content_vector(rows: Sequence) -> np.ndarray | None:
+    """An item's content from its stored vectors: its content vector, or for a long note the mean of its
+    passages (which read all of it, where the content vector read its opening); None without one."""
+    content = next((row.vector for row in rows if row.kind == CONTENT), None)
     passages = [row.vector for row in rows if row.kind == PASSAGE]
-    if passages:
-        parts[CONTENT] = normalise(np.sum(passages, axis=0, dtype=np.float64))
-    return fuse_parts(parts, modality, weights)
+    if content is None or not passages:
+        return content
+    return normalise(np.sum(passages, axis=0, dtype=np.float64))
 
 
 def coverage(a: np.ndarray, b: np.ndarray) -> float:
