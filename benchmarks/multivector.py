@@ -16,7 +16,7 @@ the WAL checkpointed (SQLite bytes: the database file; the vectors table's share
 and their vectors.*.faiss files (the build time: reading SQL and adding). Index RAM: "computed" is
 Σ ntotal × (dim × 4 + 8), the vectors and the id map (IndexIDMap2's reverse map comes on top); "RSS on
 load" is the RSS growth of a fresh process loading the files, as a server does at start. Both collections
-stay open while they are searched. --index-type sets the index_type setting (default Flat, exhaustive).
+stay open while they are searched. --index-type sets the index_type setting (default auto, as the setting).
 
 Search latency through ``Searcher.search`` (early fusion, one text part whose vector is given; the same Q
 query vectors, around the collection's clusters, for A and B): median and p95 ms; within it, the time in
@@ -34,7 +34,7 @@ within the top k. "lexical alone" is ``Store.lexical`` (the full-text half) by i
 
 Targets (issue #12): search A/B ≤ 1.5×, hybrid / vector-only ≤ 1.3×.
 
-    python3 benchmarks/multivector.py [--n 100000] [--queries 50] [--k 10] [--repeat 2] [--index-type Flat] [--json]
+    python3 benchmarks/multivector.py [--n 100000] [--queries 50] [--k 10] [--repeat 2] [--index-type auto] [--json]
 """
 from __future__ import annotations
 
@@ -268,6 +268,22 @@ def stats(latencies: list[float]) -> dict:
     return {"median_ms": float(np.median(latencies)), "p95_ms": float(np.percentile(latencies, 95))}
 
 
+def recall(library: Library, queries: np.ndarray, k: int, found: list[list[int]]) -> float:
+    """recall@k of the items found against the same searches over exact (Flat) copies of every part, built
+    from SQL in memory: 1.0 for an exact index type."""
+    from dataclasses import replace
+    from mmsearch.search.index_sync import sync
+    from mmsearch.search.partitioned import Partitioned
+    from mmsearch.search.query import Searcher
+    index = library.index()
+    exact = Searcher(library.store, Partitioned(
+        {space: sync(None, library.store, replace(part.state, factory="Flat"))[0]
+         for space, part in index.parts.items()}, index.state))
+    request = lambda: SearchRequest([QueryPart("text", "query")], k=k)  # noqa: E731
+    truth = [[r.id for r in exact.search(request(), lambda part: query).results] for query in queries]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
+
+
 def searches(library: Library, queries: np.ndarray, k: int) -> dict:
     """Searcher.search latency with the FAISS share, the item search alone and one pure scan of every part;
     and how many CPUs other processes kept busy meanwhile."""
@@ -278,13 +294,14 @@ def searches(library: Library, queries: np.ndarray, k: int) -> dict:
     for query in queries[:3]:  # warm-up
         searcher.search(request(), lambda part: query)
     timers = [CallTimer(part, "search_vectors") for part in parts]
-    latencies, item_search, scan = [], [], []
+    latencies, item_search, scan, found = [], [], [], []
     with Stopwatch() as clock:
         for query in queries:
             started = time.perf_counter()
             response = searcher.search(request(), lambda part: query)
             latencies.append((time.perf_counter() - started) * 1000)
             assert len(response.results) == k
+            found.append([r.id for r in response.results])
         for part in parts:
             del part.search_vectors  # the class's own again
         for query in queries:
@@ -295,7 +312,8 @@ def searches(library: Library, queries: np.ndarray, k: int) -> dict:
             for part in parts:
                 part.cpu.search(query[None], 2 * (k + 1) + 8)
             scan.append((time.perf_counter() - started) * 1000)
-    return {"search": stats(latencies), "faiss_in_search_ms": sum(t.seconds for t in timers) * 1000 / len(queries),
+    return {"search": stats(latencies), "recall_at_k": recall(library, queries, k, found),
+            "faiss_in_search_ms": sum(t.seconds for t in timers) * 1000 / len(queries),
             "faiss_scans_per_query": sum(t.calls for t in timers) / len(queries),
             "item_search": stats(item_search), "pure_scan": stats(scan), "other_procs_cpus": clock.others}
 
@@ -360,7 +378,7 @@ def arguments(doc: str) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--index-type", default="Flat", help="the index_type setting (a FAISS factory string)")
+    parser.add_argument("--index-type", default="auto", help="the index_type setting (auto or a FAISS factory string)")
     parser.add_argument("--repeat", type=int, default=2, help="search rounds per collection (the best is kept)")
     parser.add_argument("--json", action="store_true", help="also print one JSON document")
     parser.add_argument("--child-load", help=argparse.SUPPRESS)  # a data dir: measure loading its index
@@ -399,6 +417,7 @@ def main() -> None:
             ("index RAM / item, RSS on load", "ram_bytes_per_item_rss", "{:.0f}"),
             ("rows written s (gen. + SQL)", "write_s", "{:.2f}"), ("index build s", "index_build_s", "{:.2f}")]
     searched = [("search median ms", ("search", "median_ms")), ("search p95 ms", ("search", "p95_ms")),
+                ("recall@k vs exact", ("recall_at_k",)),
                 ("  in FAISS ms / query (mean)", ("faiss_in_search_ms",)), ("  FAISS scans / query", ("faiss_scans_per_query",)),
                 ("item search median ms", ("item_search", "median_ms")),
                 ("pure FAISS scan median ms", ("pure_scan", "median_ms")), ("pure FAISS scan p95 ms", ("pure_scan", "p95_ms")),

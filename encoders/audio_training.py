@@ -45,7 +45,7 @@ class TrainOptions:
     seed: int = 0
     max_seconds: float = 30.0  # of each training sound kept in memory; crops are drawn from it
     time_limit: float | None = None  # seconds of training before stopping after the current epoch
-    resume: bool = True
+    resume: bool = True  # continue an interrupted run (its state file); a finished one leaves none
     # The issue #14 recipe; each piece can be switched off on its own (legacy(): all off, the first trainer).
     # contrast directions seen from the captions' mean; None: only when the captions share most of their
     # length (mean norm ≥ CENTRE_ABOVE): on far-apart captions it cost text→audio (easy set R@5 1.0 → 0.825)
@@ -55,7 +55,8 @@ class TrainOptions:
     balanced: bool = True  # batches cycle through the captions
     augment: bool = True  # gain, shift, speed, noise, SpecAugment
     split_recordings: bool = True  # validation holds out recordings, stratified by caption (else: pairs)
-    select: str = "r1"  # keep the epoch with the best val R@1 (ties: R@5, then val loss); "r5": R@5 first
+    select: str = "r1"  # keep the epoch with the best val R@1 + text→audio R-precision (ties: R@5, then val
+    # loss); "r5": R@5 first
 
     @classmethod
     def legacy(cls, **values) -> "TrainOptions":
@@ -279,6 +280,7 @@ class Trainer:
                 report.stopped = "time limit"
                 break
         self.tower.eval()
+        self.state_path.unlink(missing_ok=True)  # finished: only a run cut short (Ctrl-C, a crash) resumes
         report.warning = _warning(report)
         self.log(f"best epoch {report.best_epoch}: val audio→text R@1 {report.best_r1:.3f} (chance {chance_r1:.3f}), "
                  f"R@5 {report.best_r5:.3f} (chance {chance_r5:.3f}) over {len(self.val)} held-out pairs")

@@ -23,11 +23,16 @@ class ClipEncoder:
         self.identity = identity
         self.dim = int(identity["dim"])
         self.dtype = next(model.parameters()).dtype
+        # On CUDA (where loading chose fp16) convolutions run fastest on channels-last tensors; the CPU keeps
+        # the layout open_clip uses, so its vectors stay equal to open_clip's own.
+        self.layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        if device.type == "cuda":
+            model.visual.to(memory_format=self.layout)
 
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """Encode a batch of already preprocessed images (N, 3, H, W)."""
         with torch.inference_mode():
-            features = self.model.encode_image(pixels.to(self.device, self.dtype))
+            features = self.model.encode_image(pixels.to(self.device, self.dtype, memory_format=self.layout))
             return _normalised(features)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:

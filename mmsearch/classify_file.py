@@ -25,10 +25,8 @@ def classify_one(library: Any, modality: str, vector: np.ndarray, caption: np.nd
     from mmsearch.encoders.zero_shot import label_vectors
     sets = library.store.tags.sets()
     if names is not None:
-        known = {s.name for s in sets}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise MMSearchError(f"no tag set {unknown[0]!r}")
+        for name in names:
+            library.store.tags.check(name)
         sets = [s for s in sets if s.name in set(names)]
     found = {VIEW_OF[modality]: np.asarray(vector, np.float32).reshape(-1)}
     if caption is not None:

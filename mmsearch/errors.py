@@ -33,6 +33,13 @@ class DataDirError(MMSearchError):
     code = "data_dir"
 
 
+class NotFoundError(MMSearchError):
+    """Something asked for by name is not there (a tag set); the API answers 404."""
+
+    code = "not_found"
+    status = 404
+
+
 class LockedError(MMSearchError):
     """Another process is writing to the same data dir."""
 

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 from dataclasses import replace
 from pathlib import Path
 
-import faiss
-
 from mmsearch.encoders.identity import encoder_key
+from mmsearch.errors import first_line
 from mmsearch.modalities import MODALITIES
 from mmsearch.search.store import Store
 from mmsearch.search.tables import FUSED
+from mmsearch.search.batching import Batcher
 from mmsearch.search.index_sync import SyncReport, check, sync
-from mmsearch.search.vector_index import FaissIndex, IndexState, Partitioned
+from mmsearch.search.partitioned import Partitioned
+from mmsearch.search.index_types import AUTO, IndexState, auto_factory, nlist_of
+from mmsearch.search.vector_index import FaissIndex
 
 from .settings import Settings
 
@@ -37,6 +40,10 @@ class IndexCache:
         self._main: Partitioned | None = None  # the parts together, as searched
         self._lock = threading.RLock()  # web threads may open the index at the same moment
         self.last_sync: SyncReport | None = None
+        self.background = False  # a server: rebuild a part that outgrew its type beside it (index_type auto)
+        self._retraining: dict[str, threading.Thread] = {}
+        self._failed: dict[str, str] = {}  # part → the type a background build of it failed to make
+        self.retrain_error: str | None = None
 
     def file(self, space: str) -> Path:
         return self.folder / INDEX_FILE.replace(".", f".{space}.", 1)
@@ -50,16 +57,17 @@ class IndexCache:
         return IndexState(0, encoder_key(stored), int(stored["dim"]), self._factory(space), weights, space, "vector")
 
     def _factory(self, space: str) -> str:
-        """The configured index type; a part with fewer vectors than the IVF type has lists is searched
-        exactly instead (a few sounds never stop a large photo collection's IVF index)."""
+        """index_type auto: chosen by this part's vector count (search.index_types). A factory string: as
+        configured, except that a part with fewer vectors than the IVF type has lists is searched exactly
+        (a few sounds never stop a large photo collection's IVF index)."""
         factory = self.settings.index_type
         if space == FUSED or factory == "Flat":
             return factory
-        try:
-            ivf = faiss.try_extract_index_ivf(faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT))
-        except RuntimeError:
-            return factory  # invalid: building it reports why
-        return "Flat" if ivf is not None and self.store.vector_count(space) < ivf.nlist else factory
+        if factory == AUTO:
+            return auto_factory(self.store.vector_count(space), self.settings.index_codes,
+                                self.settings.ann_threshold)
+        nlist = nlist_of(factory)
+        return "Flat" if nlist and self.store.vector_count(space) < nlist else factory
 
     def index(self, refresh: bool = False) -> Partitioned:
         """The whole index, each part brought up to SQL first when ``refresh`` (or on first use)."""
@@ -89,16 +97,67 @@ class IndexCache:
         if want.dim == 0:
             index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights, space, "vector"))
         else:
-            cached = current if current is not None else FaissIndex.load(self.file(space))
-            index, self._reports[space] = sync(cached, self.store, want)
-            index.nprobe = self.settings.nprobe
-            if self._reports[space].action != "fresh":
-                try:
-                    index.save(self.file(space))
-                except OSError:
-                    pass  # only a cache: the next open rebuilds or catches up again
+            cached = current if current is not None else FaissIndex.load(self.file(space), self.settings.index_mmap)
+            later = self._retrain_later(cached, want)
+            index, self._reports[space] = sync(cached, self.store, replace(want, factory=cached.state.factory)
+                                               if later else want)
+            self._save(space, index, self._reports[space].action != "fresh")
+            if later:
+                self._start_retrain(space, want)
         self._parts[space] = index
         return index
+
+    def _save(self, space: str, index: FaissIndex, changed: bool) -> None:
+        index.nprobe = self.settings.nprobe
+        if self.background and index.batcher is None:  # a server: concurrent queries share FAISS calls
+            index.batcher = Batcher(index.plain_search)
+        if changed:
+            try:
+                index.save(self.file(space))
+            except OSError:
+                pass  # only a cache: the next open rebuilds or catches up again
+
+    # --- growing past a step of index_type auto ----------------------------------------------------
+    def _retrain_later(self, cached: FaissIndex | None, want: IndexState) -> bool:
+        """In a server (``background``), a part that auto wants rebuilt as another type is caught up as it is
+        and searched while the new one is built beside it; elsewhere it is rebuilt before it is used."""
+        return self.background and cached is not None and self.settings.index_type == AUTO and \
+            cached.state.factory != want.factory and cached.state.same_layout(replace(want, factory=cached.state.factory))
+
+    def _start_retrain(self, space: str, want: IndexState) -> None:
+        running = self._retraining.get(space)
+        if running is not None and running.is_alive() or self._failed.get(space) == want.factory:
+            return  # one build at a time; one that failed is not retried for the same type
+        thread = threading.Thread(target=self._retrain, args=(space, want), name=f"retrain-{space}", daemon=True)
+        self._retraining[space] = thread
+        thread.start()
+
+    def _retrain(self, space: str, want: IndexState) -> None:
+        """Build the part anew from SQL (trained on a sample of it) without any lock, then swap it in whole:
+        searches meanwhile use the old part, and what was committed during the build is caught up by the
+        next refresh (the new part's generation is the one its build read)."""
+        try:
+            index, report = sync(None, self.store, want)
+        except Exception as exc:  # noqa: BLE001 - a background thread: keep the old part, say why
+            self.retrain_error = f"{space} index: rebuilding as {want.factory} failed: {first_line(exc)}"
+            self._failed[space] = want.factory
+            logging.getLogger("mmsearch").warning("%s; searching the %s part as it is", self.retrain_error,
+                                                  space)
+            return
+        with self._lock:
+            self._save(space, index, True)
+            self._parts[space], self._reports[space], self._main = index, report, None
+            self.retrain_error = None
+
+    def retraining(self) -> list[str]:
+        """The parts being rebuilt in the background now."""
+        return sorted(space for space, thread in self._retraining.items() if thread.is_alive())
+
+    def wait_retrained(self, timeout: float | None = None) -> bool:
+        """Wait for background rebuilds; whether none is left running."""
+        for thread in list(self._retraining.values()):
+            thread.join(timeout)
+        return not self.retraining()
 
     def is_current(self) -> bool:
         """Whether the loaded index reflects what SQL holds now (cheap: one meta read)."""
@@ -130,7 +189,7 @@ class IndexCache:
         SQfp16, 1 for SQ8) and its 8-byte id (IndexIDMap2's id → position map comes on top); on disk, the files."""
         index, want = self.index(), self.wanted()
         items = len(index.item_ids())
-        ram = sum(part.ntotal * (part.cpu.index.sa_code_size() + 8) for part in index.parts.values())
+        ram = sum(part.ntotal * (part.inner.sa_code_size() + 8) for part in index.parts.values())
         disk = sum(self.file(space).stat().st_size for space in index.parts if self.file(space).exists())
         return {"type": want.factory, "ntotal": index.ntotal, "items": items, "dim": want.dim or None,
                 "device": index.device, "ram_bytes": ram, "disk_bytes": disk,

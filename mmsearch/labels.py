@@ -50,14 +50,31 @@ def check_label(label: str, where: str) -> str:
     return label
 
 
+SHOWN_LINES = 5  # line numbers an error lists
+
+
+def _too_few(labels: Mapping[str, Any], lines: list[int], total: int) -> str:
+    """What a file with fewer than two different labels holds: none, or its one label and the first of the
+    ``total`` lines that give it (``lines``)."""
+    if not labels:
+        return "no labels"
+    shown = ", ".join(map(str, lines[:SHOWN_LINES])) + (f", … {total - SHOWN_LINES} more" if total > SHOWN_LINES
+                                                        else "")
+    return (f"only {next(iter(labels))[:80]!r}, on " + ("line " if total == 1 else "lines ") + shown +
+            (" (a label given again counts once)" if total > 1 else ""))
+
+
 def read_label_list(path: str) -> list[str]:
     """LABELS.txt: one label a line; blank lines and lines starting with # are skipped, repeats kept once."""
     labels: dict[str, None] = {}
+    lines: list[int] = []  # the lines that give a label
     for number, line in enumerate(_read(path).splitlines(), start=1):
         if line.strip() and not line.lstrip().startswith("#"):
             labels[check_label(line, f"{path} line {number}")] = None
+            lines.append(number)
     if len(labels) < 2:
-        raise MMSearchError(f"{path}: zero-shot tagging needs at least two labels, one per line")
+        raise MMSearchError(f"{path}: zero-shot tagging needs at least two different labels, one per line; "
+                            f"found {_too_few(labels, lines, len(lines))}")
     if len(labels) > MAX_LABELS:
         raise MMSearchError(f"{path}: more than {MAX_LABELS} labels")
     return list(labels)
@@ -77,8 +94,10 @@ class Labelled:
 
 def read_labelled(path: str, paths: Mapping[str, int]) -> Labelled:
     """LABELS.csv → Labelled, with ``paths`` (stored absolute path → item id) to find each item. A header
-    row ``path,label`` is optional; relative paths are taken from the file's folder (stdin's: the current
-    one), as evaluate takes a queries file's. A path that is not indexed, or a row without two fields, refuses the file with its line."""
+    row is optional and, when there, exactly ``path,label`` (any case); a first row that is neither that nor
+    an indexed item's is refused as a bad header. Relative paths are taken from the file's folder (stdin's:
+    the current one), as evaluate takes a queries file's. A path that is not indexed (named as given and as
+    resolved), or a row without two fields, refuses the file with its line."""
     text = _read(path)
     base = os.getcwd() if path == "-" else os.path.dirname(os.path.abspath(os.path.expanduser(path)))
     reader = csv.reader(io.StringIO(text))
@@ -91,22 +110,35 @@ def read_labelled(path: str, paths: Mapping[str, int]) -> Labelled:
 def _labelled(path: str, base: str, reader: Any, paths: Mapping[str, int]) -> Labelled:
     rows: dict[int, dict[str, None]] = {}
     labels: dict[str, None] = {}
+    lines: list[int] = []  # the first data rows' lines (all of one label when there is only one)
+    total = 0  # data rows
+    first = True  # the first row that is not blank may be the header
     for row in reader:
         where = f"{path} line {reader.line_num}"
         if not row or not "".join(row).strip():
             continue
         if len(row) != 2:
             raise MMSearchError(f"{where}: want two fields, path,label; found {len(row)}")
-        if reader.line_num == 1 and [c.strip().lower() for c in row] == ["path", "label"]:
+        first, header = False, first
+        if header and [c.strip().lower() for c in row] == ["path", "label"]:
             continue
         file, label = row[0].strip(), check_label(row[1], where)
-        item = paths.get(os.path.abspath(os.path.join(base, os.path.expanduser(file)))) if file else None
+        full = os.path.abspath(os.path.join(base, os.path.expanduser(file)))
+        item = paths.get(full) if file else None
+        if item is None and header:
+            raise MMSearchError(f"{where}: {','.join(row)[:120]!r} is neither the header path,label nor a row of "
+                                f"an indexed item ({full}); a header, if any, must be exactly path,label")
         if item is None:
-            raise MMSearchError(f"{where}: {file or 'an empty path'} is not an indexed item")
+            raise MMSearchError(f"{where}: {file[:200] or 'an empty path'} is not an indexed item"
+                                + (f" ({full})" if file else ""))
         rows.setdefault(item, {})[label] = None
         labels[label] = None
+        total += 1
+        if len(lines) < SHOWN_LINES:
+            lines.append(reader.line_num)
     if len(labels) < 2:
-        raise MMSearchError(f"{path}: need items of at least two labels")
+        raise MMSearchError(f"{path}: need items of at least two different labels; found "
+                            f"{_too_few(labels, lines, total)}")
     if len(labels) > MAX_LABELS:
         raise MMSearchError(f"{path}: more than {MAX_LABELS} labels")
     order = {label: n for n, label in enumerate(labels)}

@@ -23,7 +23,7 @@ from mmsearch.search.query import Searcher, SearchResponse
 from mmsearch.search.request import QueryPart, SearchRequest
 from mmsearch.search.store import Store
 from mmsearch.search.index_sync import SyncReport
-from mmsearch.search.vector_index import Partitioned
+from mmsearch.search.partitioned import Partitioned
 
 from . import tagging, training
 from .datadir import DataDir
@@ -156,10 +156,15 @@ class Library:
                ) -> SearchResponse:
         """A multi-part search with fusion, filters and explanations; ``embed`` (kind, value) → vector
         replaces embed_query. Vector parts are checked against the data dir's dimension before anything
-        is embedded or searched."""
+        is embedded or searched, and a tag_set filter against the stored sets (an unknown one is an error)."""
         self.check_vectors(request.parts)
+        if request.filters.tag_set is not None:
+            self.store.tags.check(request.filters.tag_set)
         embed = embed or self.embed_query
-        return self.searcher().search(request, lambda part: embed(part.kind, part.value))
+
+        def vector(part: QueryPart) -> np.ndarray:  # a vector part checked above needs no second SQL read
+            return unit(part.value) if part.kind == "vector" else embed(part.kind, part.value)
+        return self.searcher().search(request, vector)
 
     # --- changes ----------------------------------------------------------------------------------
     def run_index(self, roots: Sequence[str], reembed: bool = False, progress: bool = False,

@@ -64,13 +64,31 @@ def _boolean(value: Any) -> bool:
     raise ValueError(f"{value!r} is not true or false")
 
 
+def _codes(value: Any) -> str:
+    from mmsearch.search.index_types import CODES
+    if str(value) not in CODES:
+        raise ValueError(f"{value!r} is not one of {', '.join(CODES)}")
+    return str(value)
+
+
 def _templates(value: Any) -> dict[str, list[str]]:
     """The zero-shot prompt templates, the built-in ones for any modality the value leaves out."""
     import json
     from mmsearch.encoders.zero_shot import DEFAULT_TEMPLATES, check_templates
-    if isinstance(value, str):
-        value = json.loads(value) if value.strip() else {}
-    if not isinstance(value, dict) or set(value) - set(MODALITIES):
+    if isinstance(value, str) and value.strip():  # text (the environment's): a JSON object or a TOML table
+        text = value.strip()
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:  # a TOML document (image = ["a photo of {}."]) or an inline table ({image = [...]})
+                value = tomllib.loads(f"table = {text}")["table"] if text.startswith("{") else tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"neither a JSON object nor a TOML table ({exc}), e.g. "
+                                 "image = [\"a photo of {}.\"] or {\"image\": [\"a photo of {}.\"]}") from None
+    elif isinstance(value, str):
+        value = {}
+    if not isinstance(value, dict) or set(value) - set(MODALITIES) or not all(isinstance(v, list) for v in
+                                                                              value.values()):
         raise ValueError("want a table of image, audio and/or text to lists of templates")
     chosen = {m: list(value.get(m, DEFAULT_TEMPLATES[m])) for m in MODALITIES}
     for templates in chosen.values():
@@ -129,9 +147,20 @@ SETTINGS: tuple[Setting, ...] = (
             "item_vector use: normalise(w[own modality]·content + w[text]·caption). Ranking compares the query "
             "with each vector on its own, so changing them changes no index.",
             _weights),
-    Setting("index_type", "Flat",
-            "FAISS index factory string for the vector index (inner product), e.g. Flat, SQfp16 or SQ8 (float16 or "
-            "8-bit codes: half or a quarter of the memory, SQL keeps float32), HNSW32 or IVF1024,Flat."),
+    Setting("index_type", "auto",
+            "The vector index of each modality: auto (exact below ann_threshold vectors; above, IVF with about "
+            "√n lists, trained on a sample of the collection and rebuilt each time it doubles, in the background "
+            "in a server) or a FAISS factory string (inner product), e.g. Flat, SQ8, HNSW32 or IVF1024,Flat."),
+    Setting("index_codes", "Flat",
+            "How index_type auto stores each vector in the index: Flat (float32), SQfp16 or SQ8 (float16 or 8-bit "
+            "codes: half or a quarter of the memory; SQL keeps float32).", _codes),
+    Setting("ann_threshold", 50_000,
+            "index_type auto: a modality with at least this many vectors gets an approximate (IVF) index; "
+            "fewer are searched exactly.", _positive_int),
+    Setting("index_mmap", True,
+            "Open the vector index files memory-mapped (flat, scalar-quantised and IVF codes): read on demand and "
+            "shared by every process on the machine through the page cache; the first change copies a part "
+            "into memory.", _boolean),
     Setting("nprobe", 16, "IVF index types: inverted lists visited per query (higher: better recall, slower).",
             _positive_int),
     Setting("cache_dir", "", "Where downloaded weights are kept. Empty: the Hugging Face / open_clip default cache."),

@@ -241,9 +241,7 @@ def evaluate(library: Any, labelled: Labelled, name: str) -> dict[str, Any]:
     confusion matrix (mmsearch.encoders.classifier_metrics). Single-label data compares each item's best
     tag; multi-label data its whole set of tags."""
     from mmsearch.encoders.classifier_metrics import classification_report
-    tag_set = library.store.tags.get(check_name(name))
-    if tag_set is None:
-        raise MMSearchError(f"no tag set {name!r}: see 'mmsearch tags'")
+    tag_set = library.store.tags.get(library.store.tags.check(name))
     tags = library.store.tags.of([int(i) for i in labelled.ids])
     labels = list(labelled.labels) + sorted(set(tag_set.labels) - set(labelled.labels))
     column = {label: n for n, label in enumerate(labels)}

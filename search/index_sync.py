@@ -11,7 +11,8 @@ from mmsearch.errors import MMSearchError
 
 from .store import Store
 from .tables import item_of
-from .vector_index import FaissIndex, IndexState, faiss_reason
+from .index_types import IndexState, training_size
+from .vector_index import FaissIndex, faiss_reason
 
 
 @dataclass
@@ -87,21 +88,39 @@ def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
 
 def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
     index = FaissIndex(state)
-    chunks = store.iter_vectors(space=state.space)
-    if not index.cpu.is_trained:  # IVF-style indexes train on everything SQL holds
-        chunks = list(chunks)
-        if chunks:
-            sample = np.concatenate([v for _, v in chunks])
-            try:
-                index.cpu.train(sample)
-            except RuntimeError as exc:
-                raise MMSearchError(f"index_type {state.factory!r} cannot be trained on {len(sample)} vectors "
-                                    f"({faiss_reason(exc)}); use Flat until the collection is larger") from None
+    if not index.cpu.is_trained:
+        _train(index, store, state)
     added = 0
-    for ids, vectors in chunks:
-        if vectors.shape[1] != state.dim:
-            raise MMSearchError(f"database holds {vectors.shape[1]}-d vectors, the model makes {state.dim}-d; "
-                                f"run index --reembed")
+    for ids, vectors in store.iter_vectors(space=state.space):
+        _check_dim(vectors, state)
         index.add(ids, vectors)
         added += len(ids)
     return index, SyncReport("rebuilt", added=added)
+
+
+def _train(index: FaissIndex, store: Store, state: IndexState) -> None:
+    """Train on a uniform sample of every vector SQL holds in this space (index_types.training_size of
+    them), drawn by vector and read by item, never the first rows alone: a collection indexed folder by
+    folder keeps its last folder's vectors in the sample."""
+    ids = store.vector_ids(state.space)
+    size = training_size(state.factory, len(ids), state.dim)
+    chosen = np.random.default_rng(len(ids)).choice(ids, size, replace=False) if size < len(ids) else ids
+    chunks = store.iter_vectors(ids=np.unique(item_of(chosen)), space=state.space) if size < len(ids) \
+        else store.iter_vectors(space=state.space)
+    sample = [vectors[np.isin(vector_ids, chosen)] for vector_ids, vectors in chunks]
+    if not sample:
+        return  # nothing to train on yet: the first sync with vectors rebuilds (FaissIndex.add refuses)
+    for vectors in sample:
+        _check_dim(vectors, state)
+    sample = np.concatenate(sample)
+    try:
+        index.cpu.train(sample)
+    except RuntimeError as exc:
+        raise MMSearchError(f"index_type {state.factory!r} cannot be trained on {len(sample)} vectors "
+                            f"({faiss_reason(exc)}); use Flat until the collection is larger") from None
+
+
+def _check_dim(vectors: np.ndarray, state: IndexState) -> None:
+    if vectors.shape[1] != state.dim:
+        raise MMSearchError(f"database holds {vectors.shape[1]}-d vectors, the model makes {state.dim}-d; "
+                            f"run index --reembed")

@@ -15,7 +15,8 @@ from .matches import describe_match, explain
 from .request import Filters, QueryPart, SearchRequest
 from .store import Store
 from .tables import CAPTION, FUSED, Item, slot_of
-from .vector_index import FaissIndex, Partitioned
+from .partitioned import Partitioned
+from .vector_index import FaissIndex
 
 LATE_DEPTH = 100  # each positive part's list in late fusion reaches at least this deep
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from mmsearch.errors import MMSearchError
+from mmsearch.errors import MMSearchError, NotFoundError
 
 from .tables import Item, TagRow, TagSetRow
 
@@ -119,6 +119,18 @@ class Tags:
         with self.store.session() as session:
             found = _describe(session, session.scalars(select(TagSetRow).where(TagSetRow.name == name)).all())
         return found[0] if found else None
+
+    def check(self, name: str) -> str:
+        """``name`` when a tag set is called that, else an error naming the sets there are (one cheap query:
+        searches filtered by a set check it first, so an unknown name is an error, not an empty page)."""
+        with self.store.session() as session:
+            names = list(session.scalars(select(TagSetRow.name).order_by(TagSetRow.name)))
+        if name not in names:
+            known = ", ".join(repr(n) for n in names[:20]) + (f", … {len(names) - 20} more" if len(names) > 20
+                                                              else "")
+            raise NotFoundError(f"no tag set {str(name)[:80]!r}; " + (f"the tag sets are {known}" if names else
+                                "there are none yet (make one with 'mmsearch classify' or 'train-classifier')"))
+        return name
 
     def of(self, item_ids: Sequence[int]) -> dict[int, list[Tag]]:
         """Each item's tags, of every set, best score first; items without tags are left out. One query per

@@ -8,7 +8,6 @@ encoder that produced its vectors and its FAISS factory string.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,30 +17,11 @@ import numpy as np
 from mmsearch.files import atomic_write
 from mmsearch.errors import MMSearchError, first_line
 
-from .tables import FUSED, item_of
+from .batching import Batcher
+from .index_types import IndexState
+from .tables import item_of
 
 Hits = tuple[np.ndarray, np.ndarray, np.ndarray]  # per query row: scores, item ids, best vector ids (-1: none)
-
-
-@dataclass
-class IndexState:
-    generation: int
-    encoder: str
-    dim: int
-    factory: str
-    weights: str = "{}"  # JSON of the per-modality weights item vectors are fused with (not in the index)
-    space: str = FUSED  # which items: all, or one modality's (mmsearch.modalities)
-    ids: str = "item"  # what its ids are: "vector" (tables.vector_id); "item": a file from before passages
-
-    def layout(self) -> str:
-        return f"{self.space} {self.encoder}/{self.dim}d/{self.factory}/{self.ids} ids"
-
-    def same_layout(self, other: "IndexState") -> bool:
-        return (self.space, self.encoder, self.dim, self.factory, self.ids) == \
-            (other.space, other.encoder, other.dim, other.factory, other.ids)
-
-    def weight_map(self) -> dict[str, float]:
-        return json.loads(self.weights)
 
 
 class FaissIndex:
@@ -51,6 +31,9 @@ class FaissIndex:
         self.state = state
         self.cpu = index if index is not None else self._empty(state)
         self.nprobe = 16  # IVF lists visited per query: recall against speed
+        self._ivf, self._ivf_of = None, None  # the IVF inside, and the index it was extracted from
+        self.mapped = False  # codes memory-mapped from the file (load); copied into memory on the first change
+        self.batcher: Batcher | None = None  # a server's: concurrent unfiltered searches share one FAISS call
         self._gpu: faiss.Index | None = None
         self._gpu_stale = True
         self._ids: np.ndarray | None = None  # id_map as an array, kept until the next change
@@ -58,25 +41,50 @@ class FaissIndex:
 
     @staticmethod
     def _empty(state: IndexState) -> faiss.Index:
+        """An IVF index keeps our ids in its lists (with a hash map from id to list entry, for reconstruct and
+        removal); any other type is wrapped in an id map. Never IVF under an id map: IndexIDMap2 expects the
+        inner index to renumber its vectors after a removal, as only a flat index does."""
         try:
             inner = faiss.index_factory(state.dim, state.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise MMSearchError(f"invalid index_type {state.factory!r}: {faiss_reason(exc)}") from None
-        return faiss.IndexIDMap2(inner)
+        ivf = faiss.try_extract_index_ivf(inner)
+        if ivf is None:
+            return faiss.IndexIDMap2(inner)
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return inner
+
+    @property
+    def inner(self) -> faiss.Index:
+        """The index holding the codes (under the id map, when there is one)."""
+        return self.cpu.index if isinstance(self.cpu, faiss.IndexIDMap2) else self.cpu
+
+    @property
+    def ivf(self) -> faiss.IndexIVF | None:
+        if self._ivf_of is not self.cpu:  # looked up once per index object (a SWIG call on every search)
+            self._ivf, self._ivf_of = faiss.try_extract_index_ivf(self.cpu), self.cpu
+        return self._ivf
 
     # --- persistence ------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: Path) -> "FaissIndex | None":
-        """The cached index, or None when there is none or it cannot be read (it is only a cache)."""
+    def load(cls, path: Path, mapped: bool = False) -> "FaissIndex | None":
+        """The cached index, or None when there is none or it cannot be read (it is only a cache). ``mapped``:
+        its codes memory-mapped from the file (faiss IO_FLAG_MMAP_IFC: flat, scalar-quantised and IVF codes),
+        read on demand and shared through the page cache by every process that opens it."""
         sidecar = path.with_suffix(path.suffix + ".json")
         try:
             state = IndexState(**json.loads(sidecar.read_text()))
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
         except (OSError, ValueError, TypeError, RuntimeError):
             return None
         if index.d != state.dim:
             return None
-        return cls(state, index)
+        wrapped = isinstance(index, faiss.IndexIDMap2)
+        if wrapped == (faiss.try_extract_index_ivf(index) is not None):  # an IVF under an id map: see _empty
+            return None
+        loaded = cls(state, index)
+        loaded.mapped = mapped
+        return loaded
 
     def save(self, path: Path) -> None:
         """Write index then sidecar, each atomically; a crash between leaves a sidecar that under-claims,
@@ -94,7 +102,14 @@ class FaissIndex:
     def ids(self) -> np.ndarray:
         """Vector ids, in the index's order."""
         if self._ids is None:
-            self._ids = faiss.vector_to_array(self.cpu.id_map).astype(np.int64)
+            ivf = self.ivf
+            if ivf is None:
+                self._ids = faiss.vector_to_array(self.cpu.id_map).astype(np.int64)
+            else:
+                lists = ivf.invlists
+                chunks = [faiss.rev_swig_ptr(lists.get_ids(n), lists.list_size(n)).copy()
+                          for n in range(ivf.nlist) if lists.list_size(n)]
+                self._ids = np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
         return self._ids
 
     def item_ids(self) -> np.ndarray:
@@ -111,17 +126,28 @@ class FaissIndex:
     def device(self) -> str:
         return "gpu" if faiss.get_num_gpus() > 0 and self._gpu is not None else "cpu"
 
+    def _own(self) -> None:
+        """Copy a mapped index into memory before it changes (faiss aborts the process when one grows)."""
+        if self.mapped:
+            self.cpu = faiss.deserialize_index(faiss.serialize_index(self.cpu))
+            self.mapped = False
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        if not self.cpu.is_trained:
-            self.cpu.train(vectors)
+        self._own()
+        if not self.cpu.is_trained:  # trained only by index_sync, on a sample of the whole collection
+            raise RuntimeError("the index is not trained")
         self.cpu.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, np.int64))
         self._gpu_stale, self._ids, self._items = True, None, None
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self.cpu.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, np.int64)))
+            self._own()
+            ids = np.ascontiguousarray(ids, np.int64)  # an IVF's hash map removes only by an id array
+            selector = faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)) if self.ivf is not None \
+                else faiss.IDSelectorBatch(ids)
+            self.cpu.remove_ids(selector)
             self._gpu_stale, self._ids, self._items = True, None, None
 
     def reconstruct(self, vector_id: int) -> np.ndarray:
@@ -134,7 +160,9 @@ class FaissIndex:
         if self._gpu_stale:
             try:
                 self._gpu = faiss.index_cpu_to_all_gpus(self.cpu)
-            except RuntimeError:  # index types without a GPU version keep searching on the CPU
+                if self.ivf is not None:
+                    faiss.GpuParameterSpace().set_index_parameter(self._gpu, "nprobe", self.nprobe)
+            except (RuntimeError, AttributeError):  # types without a GPU version keep searching on the CPU
                 self._gpu = None
             self._gpu_stale = False
         return self._gpu or self.cpu
@@ -155,17 +183,19 @@ class FaissIndex:
         # A scan costs the same at any depth (a Flat scan reads every vector; IVF its probed lists): ask
         # deep enough at once that k items are found in one scan even when each has many vectors here.
         per_item = self.ntotal / max(1, len(self.item_ids()))
+        depth = min(reachable, int(2 * k * per_item) + 8)
+        batch = self.search_vectors(queries, depth, allowed)  # every row in one call; deeper only where needed
         for row, query in enumerate(queries):
-            depth = min(reachable, int(2 * k * per_item) + 8)
+            row_depth, (scores, ids) = depth, (batch[0][row:row + 1], batch[1][row:row + 1])
             while True:
-                scores, ids = self.search_vectors(query[None], depth, allowed)
                 found = ids[0] >= 0
                 scores, ids = scores[0][found], ids[0][found]
                 _, first = np.unique(item_of(ids), return_index=True)
                 first = np.sort(first)  # each item at its best vector, best items first
-                if len(first) >= k or depth >= reachable or len(ids) < depth:
+                if len(first) >= k or row_depth >= reachable or len(ids) < row_depth:
                     break
-                depth = min(reachable, depth * 4)
+                row_depth = min(reachable, row_depth * 4)
+                scores, ids = self.search_vectors(query[None], row_depth, allowed)
             take = first[:k]
             out[0][row, :len(take)], out[1][row, :len(take)] = scores[take], item_of(ids[take])
             out[2][row, :len(take)] = ids[take]
@@ -173,19 +203,53 @@ class FaissIndex:
 
     def search_vectors(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, vector ids) per query row over single vectors (allowed: vector ids)."""
+        """Top-k (scores, vector ids) per query row over single vectors (allowed: vector ids). With a filter,
+        an IVF index scores the allowed vectors exactly when they are fewer than a probe would scan, and
+        probes every list when its nprobe lists held fewer than k of them: a filter never loses hits."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
         k = max(1, min(int(k), self.ntotal or 1))
-        if allowed is None and faiss.try_extract_index_ivf(self.cpu.index) is None:
-            return self._searcher().search(queries, k)
+        ivf = self.ivf
+        if allowed is None:
+            return self.batcher(queries, k) if self.batcher is not None else self.plain_search(queries, k)
+        if ivf is not None and allowed is not None and len(allowed) <= self.ntotal * self.nprobe / ivf.nlist:
+            return self._score(queries, k, np.asarray(allowed, np.int64))
         params, _selector = self._params(allowed)
-        return self.cpu.search(queries, k, params=params)
+        scores, ids = self.cpu.search(queries, k, params=params)
+        if allowed is not None and ivf is not None and params.nprobe < ivf.nlist \
+                and ((ids >= 0).sum(axis=1) < min(k, len(allowed))).any():
+            params.nprobe = ivf.nlist
+            scores, ids = self.cpu.search(queries, k, params=params)
+        return scores, ids
+
+    def plain_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One unfiltered FAISS call (the server batches concurrent ones: search.batching)."""
+        ivf = self.ivf
+        searcher = self._searcher()
+        if searcher is not self.cpu:  # a GPU copy (flat or IVF, its nprobe set when copied)
+            try:
+                return searcher.search(queries, k)
+            except RuntimeError:  # e.g. k beyond what the GPU kernels select: the CPU answers
+                pass
+        if ivf is None:
+            return self.cpu.search(queries, k)
+        return self.cpu.search(queries, k, params=faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist)))
+
+    def _score(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every allowed vector scored against each query (their codes decoded): the exact top-k of them."""
+        out = (np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64))
+        if len(allowed) == 0:
+            return out
+        scores = queries @ self.cpu.reconstruct_batch(allowed).T
+        take = min(k, len(allowed))
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :take]
+        out[0][:, :take], out[1][:, :take] = np.take_along_axis(scores, top, 1), allowed[top]
+        return out
 
     def _params(self, allowed_ids: np.ndarray | None) -> tuple[faiss.SearchParameters, faiss.IDSelector | None]:
         """IVF lists to probe, and an id selector that filters inside the scan (so a selective filter still
         yields k hits when k exist). The selector comes back too: faiss keeps only a raw pointer to it, so
         the caller holds it until the search is done."""
-        ivf = faiss.try_extract_index_ivf(self.cpu.index)
+        ivf = self.ivf
         params = faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist)) if ivf is not None \
             else faiss.SearchParameters()
         selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, np.int64)) if allowed_ids is not None else None
@@ -212,13 +276,13 @@ class FaissIndex:
     def vectors(self, items: Sequence[int]) -> dict[int, np.ndarray] | None:
         """Each of these items' vectors it holds, as one (count, dim) matrix per item; None when the index
         type cannot give them back."""
-        if faiss.try_extract_index_ivf(self.cpu.index) is not None:
-            return None  # IVF lists keep no id → vector map
         ids = self.vector_ids_of(np.asarray(list(items), np.int64))
-        out: dict[int, list[np.ndarray]] = {}
-        for vector_id in ids:
-            out.setdefault(int(item_of(vector_id)), []).append(self.cpu.reconstruct(int(vector_id)))
-        return {item: np.stack(rows) for item, rows in out.items()}
+        try:
+            rows = self.cpu.reconstruct_batch(ids) if len(ids) else np.zeros((0, self.state.dim), np.float32)
+        except RuntimeError:  # a type that keeps no id → vector map
+            return None
+        owners = item_of(ids)
+        return {int(item): rows[owners == item] for item in np.unique(owners)}
 
 
 def best_per_item(items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,64 +293,6 @@ def best_per_item(items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np
     items, scores = items[order], scores[order]
     first = np.concatenate([[True], items[1:] != items[:-1]])
     return items[first], scores[first]
-
-
-class Partitioned:
-    """The main index: one FaissIndex per item modality, searched together and merged by score. Every vector
-    is held once; late fusion ranks within one part, and a modality filter leaves the other parts unread."""
-
-    def __init__(self, parts: dict[str, FaissIndex], state: IndexState):
-        self.parts = parts
-        self.state = state  # the whole: layout as configured, generation of the part furthest behind
-
-    @property
-    def ntotal(self) -> int:
-        return sum(part.ntotal for part in self.parts.values())
-
-    def ids(self) -> np.ndarray:
-        return np.concatenate([part.ids() for part in self.parts.values()] or [np.zeros(0, np.int64)])
-
-    def item_ids(self) -> np.ndarray:
-        return np.concatenate([part.item_ids() for part in self.parts.values()] or [np.zeros(0, np.int64)])
-
-    @property
-    def device(self) -> str:
-        return "gpu" if any(part.device == "gpu" for part in self.parts.values()) else "cpu"
-
-    def only(self, names: Sequence[str]) -> "Partitioned":
-        return Partitioned({n: p for n, p in self.parts.items() if n in names}, self.state)
-
-    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> Hits:
-        """Top-k items per query row over all parts (an item lives in one part); -1 ids pad rows with fewer."""
-        queries = np.atleast_2d(queries)
-        found = [part.search(queries, k, allowed_ids) for part in self.parts.values() if part.ntotal]
-        if not found:
-            empty = np.full((len(queries), 1), -1, np.int64)
-            return np.full((len(queries), 1), -np.inf, np.float32), empty, empty.copy()
-        scores, items, vectors = (np.concatenate([hits[n] for hits in found], axis=1) for n in range(3))
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :max(1, int(k))]
-        return tuple(np.take_along_axis(a, order, 1) for a in (scores, items, vectors))
-
-    def scores_above(self, query: np.ndarray, floor: float, allowed_ids: np.ndarray | None = None) -> np.ndarray:
-        return np.concatenate([part.scores_above(query, floor, allowed_ids) for part in self.parts.values()]
-                              or [np.zeros(0, np.float32)])
-
-    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
-        out: dict[int, np.ndarray] = {}
-        for part in self.parts.values():
-            found = part.vectors(ids)
-            if found is None:
-                return None
-            out.update(found)
-        return out
-
-    def reconstruct(self, vector_id: int) -> np.ndarray:
-        for part in self.parts.values():
-            try:
-                return part.reconstruct(vector_id)
-            except RuntimeError:
-                continue
-        raise KeyError(vector_id)
 
 
 def faiss_reason(exc: RuntimeError) -> str:

@@ -379,28 +379,55 @@ def test_audio_checkpoint_of_the_wrong_dimension_is_a_clear_error(runner, tmp_pa
     assert stats["pending"] == 0, "a tower that cannot load must not discard the sounds' vectors"
 
 
-def test_train_audio_resumes_and_fresh_starts_over(runner, tmp_path, data_dir):
+def test_train_audio_resumes_only_an_interrupted_run_and_fresh_starts_over(runner, tmp_path, data_dir, monkeypatch):
+    """A run that finished leaves nothing to resume: the next one is a new run (from the tower it made). A run
+    cut short (Ctrl-C in epoch 2 here) resumes after its last whole epoch, unless --fresh."""
+    from mmsearch.encoders.audio_training import Trainer
     manifest = make_training_set(tmp_path / "train", per_class=1)
+    checkpoint = data_dir / "audio" / "tower.safetensors"
+    state = checkpoint.with_name(checkpoint.name + ".state.pt")
     first = runner("train-audio", str(manifest), "--epochs", "2", "--json")
     assert first.exit_code == 0, first.stderr
     assert "resuming" not in first.stderr and "epoch 1:" in first.stderr and "epoch 2:" in first.stderr
     assert json.loads(first.stdout)["epochs"] == 2
-    checkpoint = data_dir / "audio" / "tower.safetensors"
     tower, extra = load_tower(checkpoint)
     assert tower.config == default_config(TINY_DIM, small=True) and json.loads(extra["epoch"]) in (1, 2)
+    assert not state.exists()
 
+    again = runner("train-audio", str(manifest), "--epochs", "2", "--json")  # finished: not resumed
+    assert again.exit_code == 0, again.stderr
+    assert "resuming" not in again.stderr and "epoch 1:" in again.stderr and json.loads(again.stdout)["epochs"] == 2
+
+    validate = Trainer.validate
+
+    def interrupt(n: int):
+        calls = []
+
+        def validated(self):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return validate(self)
+        monkeypatch.setattr(Trainer, "validate", validated)
+    interrupt(2)
+    cut = runner("train-audio", str(manifest), "--epochs", "4")
+    assert cut.exit_code == 130 and "interrupted" in cut.stderr and state.exists()
+    monkeypatch.setattr(Trainer, "validate", validate)
     resumed = runner("train-audio", str(manifest), "--epochs", "4", "--json")
     assert resumed.exit_code == 0, resumed.stderr
-    assert "resuming after epoch 2" in resumed.stderr
+    assert "resuming after epoch 1" in resumed.stderr
     lines = resumed.stderr.splitlines()  # per-epoch lines start "epoch N:"; the summary says "best epoch N:"
-    assert not any(line.startswith(("epoch 1:", "epoch 2:")) for line in lines)
-    assert any(line.startswith("epoch 3:") for line in lines) and any(line.startswith("epoch 4:") for line in lines)
-    assert json.loads(resumed.stdout)["epochs"] == 2
+    assert not any(line.startswith("epoch 1:") for line in lines)
+    assert all(any(line.startswith(f"epoch {n}:") for line in lines) for n in (2, 3, 4))
+    assert json.loads(resumed.stdout)["epochs"] == 3 and not state.exists()
 
+    interrupt(2)
+    assert runner("train-audio", str(manifest), "--epochs", "4").exit_code == 130 and state.exists()
+    monkeypatch.setattr(Trainer, "validate", validate)
     fresh = runner("train-audio", str(manifest), "--epochs", "1", "--fresh", "--json")
     assert fresh.exit_code == 0, fresh.stderr
     assert "resuming" not in fresh.stderr and "epoch 1:" in fresh.stderr
-    assert json.loads(fresh.stdout)["epochs"] == 1
+    assert json.loads(fresh.stdout)["epochs"] == 1 and not state.exists()
     load_tower(checkpoint)
 
 

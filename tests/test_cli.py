@@ -32,7 +32,7 @@ def test_index_search_stats_json(runner, collection, data_dir):
     ram = stats["index"].pop("ram_bytes")  # a Flat vector: 4 bytes a dimension, and its 8-byte id
     assert ram == stats["index"]["ntotal"] * (64 * 4 + 8)
     assert stats["index"].pop("ram_bytes_per_item") == round(ram / stats["index"]["items"], 1)
-    assert stats["index"] == {"type": "Flat", "items": expected["image"] + expected["text"] + expected["audio"],
+    assert stats["index"] == {"type": "auto", "items": expected["image"] + expected["text"] + expected["audio"],
                               "ntotal": expected["image"] + expected["text"] + expected["audio"] + captions,
                               "dim": 64, "device": "cpu",
                               "by_modality": {m: {"ntotal": expected[m] + (captions if m == "image" else 0),

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -137,3 +138,40 @@ def test_the_command_works_from_any_folder(tmp_path, data_dir):
                              capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["items"] == 1
+
+
+def _readme_command_rows() -> dict[str, str]:
+    """The README command table: the first command word of each row → the row."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    return {m.group(1): m.group(0) for m in re.finditer(r"^\| `([a-z][a-z-]*)[ `].*$", readme, re.M)}
+
+
+def test_readme_option_lists_name_every_option_with_its_default():
+    """A command row that says "Options:" names each of the command's own options, and the defaults it
+    shows (--name NUMBER) are the parser's (a trial found train-audio's row showing the old ones)."""
+    rows = {name: row for name, row in _readme_command_rows().items() if "Options:" in row}
+    assert {"train-audio", "evaluate"} <= set(rows)
+    shared = {s.name for s in SETTINGS if s.flag} | {"config_file", "as_json"}
+    for name, row in rows.items():
+        command = cli.commands[name]
+        options = {p.name: p for p in command.params if isinstance(p, click.Option) and p.name not in shared}
+        for option in options.values():
+            assert any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", row) for o in option.opts), \
+                (name, option.opts)
+        by_flag = {o: option for option in options.values() for o in option.opts}
+        shown = re.findall(r"(--[a-z][a-z-]*) (\d[\d.e-]*)(?=[ `,])", row)
+        assert shown or name != "train-audio"
+        for flag, value in shown:
+            assert float(by_flag[flag].default) == float(value), (name, flag, value, by_flag[flag].default)
+
+
+def test_train_audio_help_says_how_the_kept_epoch_is_chosen():
+    from types import SimpleNamespace
+    from click.testing import CliRunner
+    from mmsearch.encoders.audio_training import Trainer, TrainOptions
+    text = " ".join(CliRunner().invoke(cli, ["train-audio", "--help"]).stdout.split())
+    assert text.count("R@1 plus text→audio R-precision") == 2, text  # the description and --patience
+    # ... which is what the code keeps: an epoch of lower R@1 but better text→audio R-precision wins
+    trainer = SimpleNamespace(options=TrainOptions())
+    assert Trainer._key(trainer, 0.5, 0.6, 1.0, 0.4) > Trainer._key(trainer, 0.6, 0.6, 1.0, 0.1)
+    assert TrainOptions().select == "r1"

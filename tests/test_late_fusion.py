@@ -19,7 +19,8 @@ from mmsearch.modalities import MODALITIES
 from mmsearch.search.store import Store
 from mmsearch.search.tables import CAPTION, CONTENT, FUSED, OK, Item, Vector, vector_bytes, vector_id
 from mmsearch.search.index_sync import check, sync
-from mmsearch.search.vector_index import IndexState, Partitioned
+from mmsearch.search.partitioned import Partitioned
+from mmsearch.search.index_types import IndexState
 
 DIM = 8
 KEY = "test/enc"

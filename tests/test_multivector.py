@@ -16,7 +16,8 @@ from mmsearch.search.query import Searcher
 from mmsearch.search.request import QueryPart, SearchRequest
 from mmsearch.search.store import Store
 from mmsearch.search.tables import OK, Item, Vector, vector_bytes
-from mmsearch.search.vector_index import IndexState, Partitioned
+from mmsearch.search.partitioned import Partitioned
+from mmsearch.search.index_types import IndexState
 
 
 DIM = 4

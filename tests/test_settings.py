@@ -58,3 +58,23 @@ def test_the_readme_documents_every_setting_with_its_default():
         shown = "(empty)" if setting.default == "" else f"`{setting.default}`"
         assert rows[setting.env] == shown, (setting.env, rows[setting.env], shown)
         assert setting.help.split(".")[0] in readme, setting.env
+
+
+@pytest.mark.parametrize("text", ['image = ["a photo of {}."]\naudio = ["the sound of {}."]',  # a TOML table
+                                  '{image = ["a photo of {}."], audio = ["the sound of {}."]}',  # inline
+                                  '{"image": ["a photo of {}."], "audio": ["the sound of {}."]}'])  # JSON
+def test_tag_templates_from_the_environment_are_a_toml_table_or_json(text):
+    templates = load_settings({}, env={"MMSEARCH_TAG_TEMPLATES": text}).tag_templates
+    assert templates["image"] == ["a photo of {}."] and templates["audio"] == ["the sound of {}."]
+    assert len(templates["text"]) > 1  # left out: the built-in ensemble
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("image = [", "neither a JSON object nor a TOML table"), ("{image: 1}", "neither a JSON object nor a TOML table"),
+    ('image = "a photo of {}."', "lists of templates"), ('["a {}"]', "lists of templates"),
+    ('colour = ["a {}"]', "lists of templates")])
+def test_tag_templates_that_are_neither_are_one_clear_error(text, fragment):
+    with pytest.raises(MMSearchError, match=f"^invalid tag_templates from env MMSEARCH_TAG_TEMPLATES: .*{fragment}") \
+            as refused:
+        load_settings({}, env={"MMSEARCH_TAG_TEMPLATES": text})
+    assert "\n" not in str(refused.value)

@@ -268,7 +268,9 @@ def test_the_tag_filter_keeps_k_results_when_k_exist(world):
     assert sorted(found(world, k=30, tags=["dog"], tag_set="animals")) == DOGS
     assert sorted(found(world, k=30, tags=["dog", "cat"])) == [i for i in DOGS if i % 5 == 1]
     assert sorted(found(world, k=30, tag_set="scenes")) == sorted(TAGS["scenes"])
-    assert found(world, k=30, tags=["dog"], tag_set="nothing") == [] and found(world, k=5, tags=["wolf"]) == []
+    assert found(world, k=5, tags=["wolf"]) == []
+    with pytest.raises(MMSearchError, match="no tag set 'nothing'; the tag sets are 'animals', 'scenes'"):
+        found(world, k=30, tags=["dog"], tag_set="nothing")  # an unknown set is an error, not an empty page
 
 
 DAY = dt.timedelta(days=1)
@@ -320,7 +322,9 @@ def test_the_cli_filters_by_tags_and_shows_them(world, tmp_path):
     assert "tags" not in untagged  # an item without tags has no "tags"
     lines = search("--tag", "dog", "--tag-set", "animals", "-k", "1").splitlines()
     assert lines[0].split()[1:3] == [str(world["id"][1]), "audio"] and DOGS[0] == 1
-    assert lines[-1] == f"        tags: dog {0.9 - DOGS[0] / 100:.2f}, cat 0.30"
+    assert lines[-1] == f"        tags: dog (animals {0.9 - DOGS[0] / 100:.2f}), cat (animals 0.30)"  # label (set score)
+    both_sets = search("--tag", "dog", "--tag", "beach", "-k", "1").splitlines()
+    assert both_sets[-1] == "        tags: beach (scenes 0.60), dog (scenes 0.20)"
 
 
 def test_a_tag_label_is_found_by_hybrid_search(world):
@@ -364,6 +368,72 @@ def test_the_api_filters_by_tags_and_lists_the_sets(world):
     assert document["sets"][1]["labels"] == [{"label": "beach", "count": 10}, {"label": "dog", "count": 2}]
     assert dt.datetime.fromisoformat(document["sets"][0]["updated_at"]).tzinfo is not None
     assert set(document) == {"sets"} and set(document["sets"][0]) == {"name", "kind", "items", "updated_at", "labels"}
+
+
+def test_an_unknown_tag_set_is_an_error_naming_the_sets(world, tmp_path):
+    """search and evaluate on the command line (one line, exit 1; one JSON document with --json) and
+    /api/search (a 404 JSON error, as for a tag set /api/classify does not know): an unknown --tag-set is named with the sets there are, never an empty list."""
+    from mmsearch.cli import cli
+    from mmsearch.web import create_app
+    query = tmp_path / "query.npy"
+    np.save(query, np.asarray(QUERY, np.float32))
+    queries = tmp_path / "queries.csv"
+    queries.write_text(f"query,relevant\nvector:{query},{item_path(1)}\n")
+    wanted = "no tag set 'nope'; the tag sets are 'animals', 'scenes'"
+    for args in (["search", f"vector:{query}", "--tag-set", "nope"], ["evaluate", str(queries), "--tag-set", "nope"],
+                 ["evaluate", str(queries), "--compare", "--tag-set nope"]):
+        plain = CliRunner().invoke(cli, args, env=world["env"], catch_exceptions=False)
+        assert plain.exit_code == 1 and plain.stdout == "" and plain.stderr == f"error: {wanted}\n", plain.output
+        as_json = CliRunner().invoke(cli, [*args, "--json"], env=world["env"], catch_exceptions=False)
+        assert as_json.exit_code == 1 and json.loads(as_json.stdout)["error"] == {"code": "not_found", "message": wanted}
+    client = create_app({"TESTING": True, "MMSEARCH": world["settings"]}).test_client()
+    body = {"parts": [{"kind": "vector", "value": list(QUERY)}], "filters": {"tag_set": "nope"}}
+    response = client.post("/api/search", json=body)
+    assert response.status_code == 404 and response.get_json() == {"error": {"code": "not_found", "message": wanted}}
+    known = client.post("/api/search", json={**body, "filters": {"tag_set": "scenes"}})
+    assert known.status_code == 200 and known.get_json()["results"]
+
+
+def test_tags_json_writes_updated_at_as_the_api_does(world):
+    from mmsearch.cli import cli
+    from mmsearch.web import create_app
+    listed = CliRunner().invoke(cli, ["tags", "--json"], env=world["env"], catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    document = json.loads(listed.stdout)
+    client = create_app({"TESTING": True, "MMSEARCH": world["settings"]}).test_client()
+    assert document == client.get("/api/tags").get_json()
+    stamp = dt.datetime.fromisoformat(document["sets"][0]["updated_at"])
+    assert "T" in document["sets"][0]["updated_at"] and stamp.utcoffset() == dt.timedelta(0)  # ISO 8601, UTC
+
+
+def _evaluate_labels(world, tmp_path, rows: str, *args: str):
+    from mmsearch.cli import cli
+    labels = tmp_path / "labels.csv"
+    labels.write_text(rows)
+    return CliRunner().invoke(cli, ["evaluate", "--labels", str(labels), *args], env=world["env"],
+                              catch_exceptions=False)
+
+
+def test_evaluate_labels_shows_a_confusion_matrix_whose_columns_are_explained(world, tmp_path):
+    # items 1, 3, 6, 8 are tagged dog (best) by animals; labelled dog, dog, cat, dog
+    rows = "path,label\n" + "".join(f"{item_path(i)},{label}\n" for i, label in ((1, "dog"), (3, "dog"), (6, "cat"),
+                                                                                   (8, "dog")))
+    result = _evaluate_labels(world, tmp_path, rows, "--set", "animals")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    at = next(n for n, line in enumerate(lines) if line.startswith("confusion"))
+    assert "rows are the labels, columns the tags" in lines[at] and "column N is the label of row N" in lines[at]
+    assert lines[at + 1].split() == ["0", "1"]
+    assert [line.split() for line in lines[at + 2:]] == [["0", "dog", "3", "0"], ["1", "cat", "1", "0"]]
+
+
+def test_evaluate_labels_reads_the_file_before_asking_for_the_set(world, tmp_path):
+    from mmsearch.cli import cli
+    missing = tmp_path / "missing.csv"
+    result = CliRunner().invoke(cli, ["evaluate", "--labels", str(missing)], env=world["env"], catch_exceptions=False)
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: cannot read {missing}: "), result.output
+    good = _evaluate_labels(world, tmp_path, f"{item_path(1)},dog\n{item_path(6)},cat\n")  # a good file: now --set
+    assert good.exit_code == 1 and "name the tag set to evaluate with --set: animals, scenes" in good.stderr
 
 
 # --- revision 0004 ---------------------------------------------------------------------------------------

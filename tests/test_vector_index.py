@@ -11,7 +11,9 @@ from mmsearch.search.request import Filters
 from mmsearch.search.store import Store
 from mmsearch.search.tables import CONTENT, OK, Item, Vector, item_of, vector_bytes, vector_id
 from mmsearch.search.index_sync import check, sync
-from mmsearch.search.vector_index import FaissIndex, IndexState, Partitioned
+from mmsearch.search.partitioned import Partitioned
+from mmsearch.search.index_types import IndexState
+from mmsearch.search.vector_index import FaissIndex
 
 DIM = 8
 KEY = "test/enc"

@@ -74,7 +74,9 @@ class Shared:
             with self._open_lock:
                 if self._library is None:
                     from mmsearch.library import Library
-                    self._library = Library(self.settings)
+                    library = Library(self.settings)
+                    library.cache.background = True  # an index that outgrew its type is rebuilt beside it
+                    self._library = library
         return self._library
 
     def _current(self) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from mmsearch.errors import MMSearchError
-
 from mmsearch.search.results import tag_sets_document
 
 from . import shared
@@ -56,10 +54,5 @@ def classify():
     library = shared().library()
     vector = library.embed_query(kind, value)
     caption_vector = library.embed_query("text", caption) if caption is not None and kind != "text" else None
-    try:
-        sets = classify_one(library, kind, vector, caption_vector, names, int(top))
-    except MMSearchError as exc:
-        if str(exc).startswith("no tag set"):
-            raise ApiError(404, "not_found", str(exc)) from None
-        raise
+    sets = classify_one(library, kind, vector, caption_vector, names, int(top))  # an unknown set: NotFoundError, 404
     return jsonify({"modality": kind, "sets": sets})

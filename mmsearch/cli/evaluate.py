@@ -37,7 +37,7 @@ OPTIONS: list[Callable] = [
     click.option("--path-prefix", help="Only items whose path starts with this."),
     click.option("--glob", "path_glob", help="Only items whose path matches this glob."),
     click.option("--tag", "tags", multiple=True, help="Only items tagged with this label (repeatable)."),
-    click.option("--tag-set", help="Only this tag set's tags count."),
+    click.option("--tag-set", help="Only this tag set's tags count (a name that is no set's is an error)."),
 ]
 NAMES = ("k", "fusion", "rrf_k", "index_name", "hybrid", "alpha", "modalities", "path_prefix", "path_glob", "tags",
          "tag_set")
@@ -70,7 +70,8 @@ class Row:
               help='A second option set, run on the same queries and shown beside the first: e.g. '
                    '"--fusion rrf --hybrid". Options it leaves out keep the first set\'s values.')
 @click.option("--labels", "labels_csv", metavar="LABELS.csv", help="Instead of queries: score a tag set against "
-              "these labels (path,label rows): accuracy, macro-F1, per-class precision/recall, confusion matrix.")
+              "these labels (path,label rows, as train-classifier reads them): accuracy, macro-F1, per-class "
+              "precision/recall, confusion matrix.")
 @click.option("--set", "labels_set", metavar="NAME", help="With --labels: the tag set (needed when there are several).")
 @command
 def evaluate(ctx: Context, queries_csv: str | None, compare: str | None, labels_csv: str | None,
@@ -91,6 +92,9 @@ def evaluate(ctx: Context, queries_csv: str | None, compare: str | None, labels_
     library = ctx.library(existing=True)
     if not library.store.counts()["items"]:
         raise MMSearchError(EMPTY)
+    for option_set in sets:  # an unknown --tag-set is one error up front, not a prefix on every query's
+        if option_set["tag_set"] is not None:
+            library.store.tags.check(option_set["tag_set"])
     queries = [_resolve(library, base, queries_csv, row) for row in rows]
     runs = []
     for option_set in sets:

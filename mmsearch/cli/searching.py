@@ -44,7 +44,8 @@ from .app import EMPTY, MODALITY, Context, cli, command, passive_openmp
 @click.option("--max-size", type=click.IntRange(0), help="Only files of at most this many bytes.")
 @click.option("--has-caption/--no-caption", default=None, help="Only items with (or without) a caption.")
 @click.option("--tag", "tags", multiple=True, help="Only items tagged with this label (repeatable: all of them).")
-@click.option("--tag-set", help="Only the tags of this tag set count (alone: items with any tag of it).")
+@click.option("--tag-set", help="Only the tags of this tag set count (alone: items with any tag of it); a name "
+              "that is no set's is an error naming the sets.")
 @command
 def search(ctx: Context, query: str | None, images: tuple[str, ...], sounds: tuple[str, ...],
            likes: tuple[int, ...], k: int, offset: int, modalities: tuple[str, ...], fusion: str, rrf_k: int,
@@ -104,7 +105,7 @@ def _format_hits(document: dict) -> str:
         if r.get("match"):
             lines.append(f"        matched: {_describe(r['match'])}")
         if r.get("tags"):
-            lines.append("        tags: " + ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["tags"]))
+            lines.append("        tags: " + ", ".join(f"{t['label']} ({t['set']} {t['score']:.2f})" for t in r["tags"]))
         for part in r.get("parts") or ():
             rank = f"  rank {part['rank']}" if part.get("rank") else ""
             score = "-" if part["score"] is None else f"{part['score']:.4f}"

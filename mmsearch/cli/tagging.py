@@ -15,8 +15,10 @@ FUSION = click.Choice(["concat", "mean", "attention"])
 
 
 def _default_name(path: str, fallback: str) -> str:
+    """The file's name without its extension when it is a valid set name (tagging.NAME), else ``fallback``."""
+    from mmsearch.tagging import NAME
     stem = os.path.splitext(os.path.basename(path))[0] if path != "-" else ""
-    return stem if stem and stem[0].isalnum() and all(c.isalnum() or c in "._-" for c in stem) else fallback
+    return stem if NAME.match(stem) else fallback
 
 
 def _labels_line(labels: dict[str, int], most: int = 8) -> str:
@@ -72,8 +74,9 @@ def classify(ctx: Context, labels_file: str, modalities: tuple[str, ...], top: i
 def train_classifier(ctx: Context, labels_csv: str, name: str | None, fusion: str | None, folds: int,
                      threshold: float) -> None:
     """Fit a classifier on the stored vectors of the items in LABELS.csv (path,label rows; several rows for
-    several labels), compare the three fusions by cross-validation, save the chosen one in the data dir and
-    tag every item with it (new items are tagged as they are indexed)."""
+    several labels; a header, if any, exactly path,label: a first row that is neither that nor an indexed
+    item's is refused as a bad header), compare the three fusions by cross-validation, save the chosen one
+    in the data dir and tag every item with it (new items are tagged as they are indexed)."""
     from mmsearch.labels import read_labelled
     library = ctx.library(existing=True)
     _nonempty(library)
@@ -104,10 +107,8 @@ def tags(ctx: Context, delete: str | None) -> None:
             raise MMSearchError(f"no tag set {delete!r}")
         ctx.emit({"deleted": delete}, lambda d: f"deleted tag set {d['deleted']!r}")
         return
-    sets = [{"name": s.name, "kind": s.kind, "items": s.items, "updated_at": str(s.updated_at),
-             "labels": [{"label": label, "count": count} for label, count in s.labels.items()]}
-            for s in library.store.tags.sets()]
-    ctx.emit({"sets": sets}, lambda d: "\n".join(
+    from mmsearch.search.results import tag_sets_document
+    ctx.emit(tag_sets_document(library.store.tags.sets()), lambda d: "\n".join(
         f"{s['name']} ({s['kind']}, {s['items']} items): "
         f"{_labels_line({x['label']: x['count'] for x in s['labels']})}" for s in d["sets"]) or "no tag sets")
 
@@ -118,12 +119,12 @@ def evaluate_labels(ctx: Context, labels_csv: str, name: str | None) -> None:
     from mmsearch.labels import read_labelled
     library = ctx.library(existing=True)
     _nonempty(library)
+    labelled = read_labelled(labels_csv, {row[1]: row[0] for row in library.store.index_rows()})  # the file first
     sets = [s.name for s in library.store.tags.sets()]
     if name is None:
         if len(sets) != 1:
             raise MMSearchError("name the tag set to evaluate with --set: " + (", ".join(sets) or "there is none"))
         name = sets[0]
-    labelled = read_labelled(labels_csv, {row[1]: row[0] for row in library.store.index_rows()})
     ctx.emit(tagging.evaluate(library, labelled, name), _report)
 
 
@@ -136,8 +137,9 @@ def _report(d: dict[str, Any]) -> str:
         c = d["per_class"][label]
         lines.append(f"{label:<{width}}{c['precision']:>11.3f}{c['recall']:>9.3f}{c['support']:>9}")
     if d.get("confusion") is not None:
-        lines.append("confusion (rows: labelled, columns: tagged)")
-        lines.append(" " * width + "".join(f"{n:>6}" for n in range(len(d["labels"]))))
-        lines += [f"{label:<{width}}" + "".join(f"{v:>6}" for v in row) + f"  {n}"
+        number = len(str(len(d["labels"]) - 1))
+        lines.append("confusion: rows are the labels, columns the tags; column N is the label of row N")
+        lines.append(" " * (number + 1 + width) + "".join(f"{n:>6}" for n in range(len(d["labels"]))))
+        lines += [f"{n:>{number}} {label:<{width}}" + "".join(f"{v:>6}" for v in row)
                   for n, (label, row) in enumerate(zip(d["labels"], d["confusion"]))]
     return "\n".join(lines)

@@ -15,22 +15,26 @@ from .app import Context, cli, command
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9, min_open=True), default=0.2, show_default=True)
 @click.option("--patience", type=click.IntRange(1), default=10, show_default=True,
-              help="Stop after this many epochs without a better held-out R@1 (ties: R@5, then loss).")
+              help="Stop after this many epochs without a better held-out score: audio→text R@1 plus "
+                   "text→audio R-precision (ties: R@5, then loss).")
 @click.option("--time-limit", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Checkpoint file (default: in the data dir).")
-@click.option("--fresh", is_flag=True, help="Ignore a previous interrupted run instead of resuming it "
-              "(training still starts from the data dir's current tower, teaching it more sounds).")
+@click.option("--fresh", is_flag=True, help="Start a new run even where the last one was interrupted (Ctrl-C, "
+              "a crash), instead of resuming it; a run that finished (its epochs, early stopping or --time-limit) "
+              "is never resumed. Either way training starts from the data dir's current tower, teaching it "
+              "more sounds.")
 @command
 def train_audio(ctx: Context, manifest: str, epochs: int, train_batch: int, lr: float, val_fraction: float,
                 patience: int, time_limit: float | None, output: str | None, fresh: bool) -> None:
     """Teach the audio tower sounds from a CSV of audio,caption[,image] pairs; it becomes the data dir's tower.
 
     A fraction of the recordings (--val-fraction, per caption) is held out; every epoch prints their
-    audio→text R@1/R@5 against the held-out split's distinct captions next to chance, the epoch with the
-    best R@1 is kept, and a warning says when it is within 2x chance. Training contrasts sounds with
-    captions as seen from the captions' mean (so captions that differ by one word still pull apart), over
-    batches that cycle through the captions, on randomly altered sounds (level, position, speed, noise,
-    masked spectrogram bands)."""
+    audio→text R@1/R@5 against the held-out split's distinct captions next to chance and each caption's
+    text→audio R-precision; the epoch with the best R@1 plus text→audio R-precision is kept (ties: R@5,
+    then loss), and a warning says when its R@1 is within 2x chance. An interrupted run resumes. Training
+    contrasts sounds with captions as seen from the captions' mean (so captions that differ by one word
+    still pull apart), over batches that cycle through the captions, on randomly altered sounds (level,
+    position, speed, noise, masked spectrogram bands)."""
     from mmsearch.encoders.audio_training import TrainOptions
     library = ctx.library()
     options = TrainOptions(epochs=epochs, batch_size=train_batch, lr=lr, val_fraction=val_fraction,
