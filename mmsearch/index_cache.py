@@ -1,5 +1,6 @@
-"""The vector index as a checked cache of SQL: one FAISS file per modality in the data dir, each checked
-against SQL on open and caught up or rebuilt when stale, then saved; searched together as one index.
+"""The vector index as a checked cache of SQL: one part per modality (a FAISS file in the data dir, or a Milvus
+collection with setting vector_store milvus:…), each checked against SQL on open and caught up or rebuilt
+when stale, then saved; searched together as one index.
 Also the picture cache's check (web.media draws the thumbnails and waveforms)."""
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mmsearch.encoders.identity import encoder_key
 from mmsearch.errors import first_line
@@ -20,7 +22,9 @@ from mmsearch.search.batching import Batcher
 from mmsearch.search.index_sync import SyncReport, check, sync
 from mmsearch.search.partitioned import Partitioned
 from mmsearch.search.index_types import AUTO, IndexState, auto_factory, nlist_of
+from mmsearch.search.milvus_index import FACTORY as MILVUS, MilvusIndex, connect, milvus_uri, require
 from mmsearch.search.vector_index import FaissIndex
+from mmsearch.search.vector_store import VectorStore
 
 from .settings import Settings
 
@@ -35,7 +39,7 @@ class IndexCache:
         self.settings = settings
         self.store = store
         self.folder = folder
-        self._parts: dict[str, FaissIndex] = {}
+        self._parts: dict[str, VectorStore] = {}
         self._reports: dict[str, SyncReport] = {}
         self._main: Partitioned | None = None  # the parts together, as searched
         self._lock = threading.RLock()  # web threads may open the index at the same moment
@@ -44,16 +48,33 @@ class IndexCache:
         self._retraining: dict[str, threading.Thread] = {}
         self._failed: dict[str, str] = {}  # part → the type a background build of it failed to make
         self.retrain_error: str | None = None
+        self.milvus = milvus_uri(str(settings.vector_store), folder)  # None: FAISS files in the data dir
+        if self.milvus is not None:
+            require(self.milvus)  # now, not after an index run has embedded every file
+        self._client: Any = None  # its MilvusClient, connected on first use
 
     def file(self, space: str) -> Path:
         return self.folder / INDEX_FILE.replace(".", f".{space}.", 1)
+
+    # --- where the parts live: FAISS files, or Milvus collections ------------------------------------
+    def _milvus(self) -> Any:
+        if self._client is None:
+            self._client = connect(self.milvus)
+        return self._client
+
+    def _load(self, space: str, mapped: bool = False) -> VectorStore | None:
+        return FaissIndex.load(self.file(space), mapped) if self.milvus is None else \
+            MilvusIndex.load(self._milvus(), space)
+
+    def _new(self, state: IndexState) -> VectorStore:
+        return FaissIndex(state) if self.milvus is None else MilvusIndex.create(self._milvus(), state)
 
     def wanted(self, space: str = FUSED) -> IndexState:
         """The state an up-to-date part would have (generation aside)."""
         stored = self.store.get_meta("model")
         weights = json.dumps(self.settings.modality_weights, sort_keys=True)
         if stored is None:
-            return IndexState(0, "", 0, self.settings.index_type, weights, space, "vector")
+            return IndexState(0, "", 0, self._factory(FUSED), weights, space, "vector")
         return IndexState(0, encoder_key(stored), int(stored["dim"]), self._factory(space), weights, space, "vector")
 
     def _factory(self, space: str) -> str:
@@ -61,6 +82,8 @@ class IndexCache:
         configured, except that a part with fewer vectors than the IVF type has lists is searched exactly
         (a few sounds never stop a large photo collection's IVF index)."""
         factory = self.settings.index_type
+        if self.milvus is not None:
+            return MILVUS
         if space == FUSED or factory == "Flat":
             return factory
         if factory == AUTO:
@@ -89,7 +112,7 @@ class IndexCache:
             self._main = Partitioned(parts, replace(self.wanted(FUSED), generation=generation))
             return self._main
 
-    def _part(self, space: str, refresh: bool) -> FaissIndex:
+    def _part(self, space: str, refresh: bool) -> VectorStore:
         current = self._parts.get(space)
         if current is not None and not refresh:
             return current
@@ -97,19 +120,19 @@ class IndexCache:
         if want.dim == 0:
             index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights, space, "vector"))
         else:
-            cached = current if current is not None else FaissIndex.load(self.file(space), self.settings.index_mmap)
+            cached = current if current is not None else self._load(space, self.settings.index_mmap)
             later = self._retrain_later(cached, want)
             index, self._reports[space] = sync(cached, self.store, replace(want, factory=cached.state.factory)
-                                               if later else want)
+                                               if later else want, self._new)
             self._save(space, index, self._reports[space].action != "fresh")
             if later:
                 self._start_retrain(space, want)
         self._parts[space] = index
         return index
 
-    def _save(self, space: str, index: FaissIndex, changed: bool) -> None:
+    def _save(self, space: str, index: VectorStore, changed: bool) -> None:
         index.nprobe = self.settings.nprobe
-        if self.background and index.batcher is None:  # a server: concurrent queries share FAISS calls
+        if self.background and index.batcher is None:  # a server: concurrent queries share one search call
             index.batcher = Batcher(index.plain_search)
         if changed:
             try:
@@ -118,7 +141,7 @@ class IndexCache:
                 pass  # only a cache: the next open rebuilds or catches up again
 
     # --- growing past a step of index_type auto ----------------------------------------------------
-    def _retrain_later(self, cached: FaissIndex | None, want: IndexState) -> bool:
+    def _retrain_later(self, cached: VectorStore | None, want: IndexState) -> bool:
         """In a server (``background``), a part that auto wants rebuilt as another type is caught up as it is
         and searched while the new one is built beside it; elsewhere it is rebuilt before it is used."""
         return self.background and cached is not None and self.settings.index_type == AUTO and \
@@ -137,7 +160,7 @@ class IndexCache:
         searches meanwhile use the old part, and what was committed during the build is caught up by the
         next refresh (the new part's generation is the one its build read)."""
         try:
-            index, report = sync(None, self.store, want)
+            index, report = sync(None, self.store, want, self._new)
         except Exception as exc:  # noqa: BLE001 - a background thread: keep the old part, say why
             self.retrain_error = f"{space} index: rebuilding as {want.factory} failed: {first_line(exc)}"
             self._failed[space] = want.factory
@@ -168,7 +191,10 @@ class IndexCache:
     def rebuild(self) -> SyncReport:
         with self._lock:
             for space in MODALITIES:
-                self.file(space).unlink(missing_ok=True)
+                if self.milvus is None:
+                    self.file(space).unlink(missing_ok=True)
+                else:
+                    MilvusIndex.drop(self._milvus(), space)
             self._parts.clear()
             self._main = None
             self.index(refresh=True)
@@ -182,15 +208,18 @@ class IndexCache:
         if not self.wanted().dim:
             return problems
         return problems + [f"{space} index: {p}" for space in MODALITIES
-                           for p in check(FaissIndex.load(self.file(space)), self.store, self.wanted(space))]
+                           for p in check(self._load(space), self.store, self.wanted(space))]
 
     def stats(self) -> dict:
-        """The index's type, counts and bytes: in RAM, each vector's code (4 bytes a dimension for Flat, 2 for
-        SQfp16, 1 for SQ8) and its 8-byte id (IndexIDMap2's id → position map comes on top); on disk, the files."""
+        """The index's type, counts and bytes: in RAM, what each part's vectors take where they are searched
+        (VectorStore.memory_bytes); on disk, the FAISS files or the milvus-lite file (a server's: 0)."""
         index, want = self.index(), self.wanted()
         items = len(index.item_ids())
-        ram = sum(part.ntotal * (part.inner.sa_code_size() + 8) for part in index.parts.values())
-        disk = sum(self.file(space).stat().st_size for space in index.parts if self.file(space).exists())
+        ram = sum(part.memory_bytes() for part in index.parts.values())
+        uri = self.milvus
+        files = [self.file(space) for space in index.parts] if uri is None else \
+            [] if "://" in uri else [Path(uri), *Path(uri).rglob("*")]
+        disk = sum(path.stat().st_size for path in files if path.is_file())
         return {"type": want.factory, "ntotal": index.ntotal, "items": items, "dim": want.dim or None,
                 "device": index.device, "ram_bytes": ram, "disk_bytes": disk,
                 "ram_bytes_per_item": round(ram / items, 1) if items else None,

@@ -64,6 +64,13 @@ def _boolean(value: Any) -> bool:
     raise ValueError(f"{value!r} is not true or false")
 
 
+def _vector_store(value: Any) -> str:
+    text = str(value).strip()
+    if text == "faiss" or re.fullmatch(r"milvus:(https?://\S+|\S+\.db)", text):
+        return text
+    raise ValueError(f"{value!r} is not faiss, milvus:PATH.db or milvus:http://HOST:PORT")
+
+
 def _codes(value: Any) -> str:
     from mmsearch.search.index_types import CODES
     if str(value) not in CODES:
@@ -163,6 +170,11 @@ SETTINGS: tuple[Setting, ...] = (
             "into memory.", _boolean),
     Setting("nprobe", 16, "IVF index types: inverted lists visited per query (higher: better recall, slower).",
             _positive_int),
+    Setting("vector_store", "faiss",
+            "Where the vector index lives: faiss (index files in the data dir), milvus:PATH.db (milvus-lite run "
+            "embedded, in that file; a relative path is inside the data dir) or milvus:http://HOST:19530 (a Milvus "
+            "server). Milvus keeps one collection a modality with an exact FLAT index, caught up from SQL as the "
+            "files are; it needs pip install 'mmsearch[milvus]'.", _vector_store),
     Setting("cache_dir", "", "Where downloaded weights are kept. Empty: the Hugging Face / open_clip default cache."),
     Setting("admin_token", "",
             "Bearer token that enables POST /api/items (upload) and DELETE /api/items/ID in the web API. "

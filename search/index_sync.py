@@ -1,9 +1,11 @@
-"""Keeping a vector index file the exact cache of SQL: check it, catch it up on what changed since the
-generation it reflects, or rebuild it. Ids are vector ids (search.tables.vector_id), changes come per item:
-an item with any newer vector has all its vectors replaced."""
+"""Keeping a part of the vector index (a FAISS file or a Milvus collection: search.vector_store) the exact
+cache of SQL: check it, catch it up on what changed since the generation it reflects, or rebuild it. Ids are
+vector ids (search.tables.vector_id), changes come per item: an item with any newer vector has all its
+vectors replaced."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -13,6 +15,9 @@ from .store import Store
 from .tables import item_of
 from .index_types import IndexState, training_size
 from .vector_index import FaissIndex, faiss_reason
+from .vector_store import VectorStore
+
+NewStore = Callable[[IndexState], VectorStore]  # an empty part of this layout (FAISS in memory, a new collection)
 
 
 @dataclass
@@ -22,7 +27,7 @@ class SyncReport:
     removed: int = 0
 
 
-def check(index: FaissIndex | None, store: Store, want: IndexState) -> list[str]:
+def check(index: VectorStore | None, store: Store, want: IndexState) -> list[str]:
     """Ways the cached index disagrees with SQL and the wanted layout; empty when it is exact."""
     if index is None:
         return ["vector index file is missing or unreadable"]
@@ -42,8 +47,10 @@ def check(index: FaissIndex | None, store: Store, want: IndexState) -> list[str]
     return problems
 
 
-def sync(index: FaissIndex | None, store: Store, want: IndexState) -> tuple[FaissIndex, SyncReport]:
-    """Bring the index to what SQL holds: nothing to do, catch up on changes, or rebuild from scratch."""
+def sync(index: VectorStore | None, store: Store, want: IndexState, new: NewStore = FaissIndex
+         ) -> tuple[VectorStore, SyncReport]:
+    """Bring the index to what SQL holds: nothing to do, catch up on changes, or rebuild from scratch
+    (into ``new(state)``)."""
     generation = store.generation()  # read first: anything committed later is re-applied next time
     usable = index is not None and index.state.generation <= generation and index.state.same_layout(want)
     if usable and not check(index, store, want):
@@ -55,10 +62,10 @@ def sync(index: FaissIndex | None, store: Store, want: IndexState) -> tuple[Fais
             return index, report
         except RuntimeError:  # e.g. an index type without remove_ids: rebuild instead
             pass
-    return _rebuild(store, replace(want, generation=generation))
+    return _rebuild(store, replace(want, generation=generation), new)
 
 
-def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
+def _catch_up(index: VectorStore, store: Store, since: int) -> SyncReport:
     """Apply what changed since generation ``since``. Its reads are separate queries while another process
     may commit, so the result is checked against what these reads saw (SQL's ids, plus the changed ones),
     never against a later count: a commit in between is newer than the generation read first and is applied
@@ -86,9 +93,9 @@ def _catch_up(index: FaissIndex, store: Store, since: int) -> SyncReport:
     return SyncReport("caught-up", added=added, removed=len(stale))
 
 
-def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
-    index = FaissIndex(state)
-    if not index.cpu.is_trained:
+def _rebuild(store: Store, state: IndexState, new: NewStore) -> tuple[VectorStore, SyncReport]:
+    index = new(state)
+    if not index.is_trained:
         _train(index, store, state)
     added = 0
     for ids, vectors in store.iter_vectors(space=state.space):
@@ -98,7 +105,7 @@ def _rebuild(store: Store, state: IndexState) -> tuple[FaissIndex, SyncReport]:
     return index, SyncReport("rebuilt", added=added)
 
 
-def _train(index: FaissIndex, store: Store, state: IndexState) -> None:
+def _train(index: VectorStore, store: Store, state: IndexState) -> None:
     """Train on a uniform sample of every vector SQL holds in this space (index_types.training_size of
     them), drawn by vector and read by item, never the first rows alone: a collection indexed folder by
     folder keeps its last folder's vectors in the sample."""
@@ -114,7 +121,7 @@ def _train(index: FaissIndex, store: Store, state: IndexState) -> None:
         _check_dim(vectors, state)
     sample = np.concatenate(sample)
     try:
-        index.cpu.train(sample)
+        index.train(sample)
     except RuntimeError as exc:
         raise MMSearchError(f"index_type {state.factory!r} cannot be trained on {len(sample)} vectors "
                             f"({faiss_reason(exc)}); use Flat until the collection is larger") from None

@@ -1,5 +1,5 @@
-"""The main vector index: one FaissIndex per item modality (search.vector_index), searched together and merged
-by score."""
+"""The main vector index: one part per item modality (a search.vector_store.VectorStore: FAISS or Milvus),
+searched together and merged by score."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,14 +7,14 @@ from typing import Sequence
 import numpy as np
 
 from .index_types import IndexState
-from .vector_index import FaissIndex, Hits
+from .vector_store import Hits, VectorStore
 
 
 class Partitioned:
-    """The main index: one FaissIndex per item modality, searched together and merged by score. Every vector
+    """The main index: one part per item modality, searched together and merged by score. Every vector
     is held once; late fusion ranks within one part, and a modality filter leaves the other parts unread."""
 
-    def __init__(self, parts: dict[str, FaissIndex], state: IndexState):
+    def __init__(self, parts: dict[str, VectorStore], state: IndexState):
         self.parts = parts
         self.state = state  # the whole: layout as configured, generation of the part furthest behind
 

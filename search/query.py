@@ -16,7 +16,7 @@ from .request import Filters, QueryPart, SearchRequest
 from .store import Store
 from .tables import CAPTION, FUSED, Item, slot_of
 from .partitioned import Partitioned
-from .vector_index import FaissIndex
+from .vector_store import VectorStore
 
 LATE_DEPTH = 100  # each positive part's list in late fusion reaches at least this deep
 
@@ -97,7 +97,7 @@ class Searcher:
         """The whole index, less the parts a modality filter leaves out."""
         return self.index.only(filters.modalities) if filters.modalities else self.index
 
-    def _search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None, index: Partitioned | FaissIndex
+    def _search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None, index: Partitioned | VectorStore
                 ) -> list[tuple[int, float, int]]:
         """The top-k items as (item id, score, id of its best vector): an item scores its best vector."""
         if index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
@@ -184,7 +184,7 @@ class Searcher:
                     best[item_id] = max(score, best.get(item_id, -np.inf))
         return sorted(fused.items(), key=lambda p: (-p[1], -best.get(p[0], -np.inf), p[0]))
 
-    def _spaces(self, used: str, filters: Filters) -> list[tuple[str, Partitioned | FaissIndex]]:
+    def _spaces(self, used: str, filters: Filters) -> list[tuple[str, Partitioned | VectorStore]]:
         """What late fusion ranks in: the whole index at once, or each modality's part on its own."""
         main = self._main(filters)
         return [(FUSED, main)] if used == FUSED else list(main.parts.items())
@@ -214,7 +214,7 @@ class Searcher:
                     lists.append(RankedList(n, space, part.weight, *found))
         return lists
 
-    def _exact(self, space: str, index: Partitioned | FaissIndex, vector: np.ndarray, candidates: list[int],
+    def _exact(self, space: str, index: Partitioned | VectorStore, vector: np.ndarray, candidates: list[int],
                allowed: np.ndarray | None):
         """(scores, ranks) of the candidates in one space's full ranking for this vector, and the scores of
         everything down to the lowest candidate (the list a negative part is normalised over)."""

@@ -17,27 +17,21 @@ import numpy as np
 from mmsearch.files import atomic_write
 from mmsearch.errors import MMSearchError, first_line
 
-from .batching import Batcher
 from .index_types import IndexState
 from .tables import item_of
+from .vector_store import VectorSearch, VectorStore, best_per_item
 
-Hits = tuple[np.ndarray, np.ndarray, np.ndarray]  # per query row: scores, item ids, best vector ids (-1: none)
 
-
-class FaissIndex:
+class FaissIndex(VectorStore):
     """Inner-product index over L2-normalised vectors, ids = vector ids. Searches on a GPU when faiss has one."""
 
     def __init__(self, state: IndexState, index: faiss.Index | None = None):
-        self.state = state
+        super().__init__(state)
         self.cpu = index if index is not None else self._empty(state)
-        self.nprobe = 16  # IVF lists visited per query: recall against speed
         self._ivf, self._ivf_of = None, None  # the IVF inside, and the index it was extracted from
         self.mapped = False  # codes memory-mapped from the file (load); copied into memory on the first change
-        self.batcher: Batcher | None = None  # a server's: concurrent unfiltered searches share one FAISS call
         self._gpu: faiss.Index | None = None
         self._gpu_stale = True
-        self._ids: np.ndarray | None = None  # id_map as an array, kept until the next change
-        self._items: np.ndarray | None = None  # the item ids among them
 
     @staticmethod
     def _empty(state: IndexState) -> faiss.Index:
@@ -99,28 +93,26 @@ class FaissIndex:
     def ntotal(self) -> int:
         return int(self.cpu.ntotal)
 
-    def ids(self) -> np.ndarray:
-        """Vector ids, in the index's order."""
-        if self._ids is None:
-            ivf = self.ivf
-            if ivf is None:
-                self._ids = faiss.vector_to_array(self.cpu.id_map).astype(np.int64)
-            else:
-                lists = ivf.invlists
-                chunks = [faiss.rev_swig_ptr(lists.get_ids(n), lists.list_size(n)).copy()
-                          for n in range(ivf.nlist) if lists.list_size(n)]
-                self._ids = np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
-        return self._ids
+    def _read_ids(self) -> np.ndarray:
+        ivf = self.ivf
+        if ivf is None:
+            return faiss.vector_to_array(self.cpu.id_map).astype(np.int64)
+        lists = ivf.invlists
+        chunks = [faiss.rev_swig_ptr(lists.get_ids(n), lists.list_size(n)).copy()
+                  for n in range(ivf.nlist) if lists.list_size(n)]
+        return np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
 
-    def item_ids(self) -> np.ndarray:
-        if self._items is None:
-            self._items = np.unique(item_of(self.ids()))
-        return self._items
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.cpu.is_trained)
 
-    def vector_ids_of(self, items: np.ndarray) -> np.ndarray:
-        """The ids of every vector these items have here."""
-        ids = self.ids()
-        return ids[np.isin(item_of(ids), np.asarray(items, np.int64))]
+    def train(self, sample: np.ndarray) -> None:
+        self.cpu.train(sample)
+
+    def memory_bytes(self) -> int:
+        """Each vector's code (4 bytes a dimension for Flat, 2 for SQfp16, 1 for SQ8) and its 8-byte id
+        (IndexIDMap2's id → position map comes on top)."""
+        return self.ntotal * (self.inner.sa_code_size() + 8)
 
     @property
     def device(self) -> str:
@@ -139,7 +131,8 @@ class FaissIndex:
         if not self.cpu.is_trained:  # trained only by index_sync, on a sample of the whole collection
             raise RuntimeError("the index is not trained")
         self.cpu.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, np.int64))
-        self._gpu_stale, self._ids, self._items = True, None, None
+        self._gpu_stale = True
+        self._changed()
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
@@ -148,7 +141,8 @@ class FaissIndex:
             selector = faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)) if self.ivf is not None \
                 else faiss.IDSelectorBatch(ids)
             self.cpu.remove_ids(selector)
-            self._gpu_stale, self._ids, self._items = True, None, None
+            self._gpu_stale = True
+            self._changed()
 
     def reconstruct(self, vector_id: int) -> np.ndarray:
         return self.cpu.reconstruct(int(vector_id))
@@ -167,39 +161,8 @@ class FaissIndex:
             self._gpu_stale = False
         return self._gpu or self.cpu
 
-    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> Hits:
-        """The top-k distinct items per query row (allowed_ids: item ids), each scored by its best vector;
-        rows with fewer than k items are padded with -1 ids and -inf scores. The search goes deeper until k
-        items are found or every reachable vector was seen, so one item's many vectors never crowd out
-        the rest."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
-        k = max(1, int(k))
-        out = (np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64),
-               np.full((len(queries), k), -1, np.int64))
-        allowed = None if allowed_ids is None else self.vector_ids_of(allowed_ids)
-        reachable = self.ntotal if allowed is None else len(allowed)
-        if reachable == 0:
-            return out
-        # A scan costs the same at any depth (a Flat scan reads every vector; IVF its probed lists): ask
-        # deep enough at once that k items are found in one scan even when each has many vectors here.
-        per_item = self.ntotal / max(1, len(self.item_ids()))
-        depth = min(reachable, int(2 * k * per_item) + 8)
-        batch = self.search_vectors(queries, depth, allowed)  # every row in one call; deeper only where needed
-        for row, query in enumerate(queries):
-            row_depth, (scores, ids) = depth, (batch[0][row:row + 1], batch[1][row:row + 1])
-            while True:
-                found = ids[0] >= 0
-                scores, ids = scores[0][found], ids[0][found]
-                _, first = np.unique(item_of(ids), return_index=True)
-                first = np.sort(first)  # each item at its best vector, best items first
-                if len(first) >= k or row_depth >= reachable or len(ids) < row_depth:
-                    break
-                row_depth = min(reachable, row_depth * 4)
-                scores, ids = self.search_vectors(query[None], row_depth, allowed)
-            take = first[:k]
-            out[0][row, :len(take)], out[1][row, :len(take)] = scores[take], item_of(ids[take])
-            out[2][row, :len(take)] = ids[take]
-        return out
+    def _vector_search(self, allowed_items: np.ndarray | None, allowed: np.ndarray | None) -> VectorSearch:
+        return lambda queries, k: self.search_vectors(queries, k, allowed)
 
     def search_vectors(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -283,16 +246,6 @@ class FaissIndex:
             return None
         owners = item_of(ids)
         return {int(item): rows[owners == item] for item in np.unique(owners)}
-
-
-def best_per_item(items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(item ids, each one's best score) of vectors given by their items and scores."""
-    if len(items) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    order = np.lexsort((-scores, items))
-    items, scores = items[order], scores[order]
-    first = np.concatenate([[True], items[1:] != items[:-1]])
-    return items[first], scores[first]
 
 
 def faiss_reason(exc: RuntimeError) -> str:
