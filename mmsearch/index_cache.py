@@ -208,7 +208,8 @@ class IndexCache:
         if not self.wanted().dim:
             return problems
         return problems + [f"{space} index: {p}" for space in MODALITIES
-                           for p in check(self._load(space), self.store, self.wanted(space))]
+                           for p in check(self._load(space, self.settings.index_mmap), self.store,
+                                          self.wanted(space))]
 
     def stats(self) -> dict:
         """The index's type, counts and bytes: in RAM, what each part's vectors take where they are searched

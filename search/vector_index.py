@@ -174,12 +174,11 @@ class FaissIndex(VectorStore):
         ivf = self.ivf
         if allowed is None:
             return self.batcher(queries, k) if self.batcher is not None else self.plain_search(queries, k)
-        if ivf is not None and allowed is not None and len(allowed) <= self.ntotal * self.nprobe / ivf.nlist:
+        if ivf is not None and len(allowed) <= self.ntotal * self.nprobe / ivf.nlist:
             return self._score(queries, k, np.asarray(allowed, np.int64))
         params, _selector = self._params(allowed)
         scores, ids = self.cpu.search(queries, k, params=params)
-        if allowed is not None and ivf is not None and params.nprobe < ivf.nlist \
-                and ((ids >= 0).sum(axis=1) < min(k, len(allowed))).any():
+        if ivf is not None and params.nprobe < ivf.nlist and ((ids >= 0).sum(axis=1) < min(k, len(allowed))).any():
             params.nprobe = ivf.nlist
             scores, ids = self.cpu.search(queries, k, params=params)
         return scores, ids

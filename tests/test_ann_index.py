@@ -132,13 +132,18 @@ def test_auto_index_switches_to_ivf_when_the_collection_grows(store, tmp_path):
     assert cache.stats()["by_modality"]["image"]["type"] == "IVF32,Flat"
 
 
-def test_a_server_keeps_searching_the_old_index_while_the_new_one_is_built(store, tmp_path, monkeypatch):
-    rng = np.random.default_rng(5)
-    vectors = clustered(rng, 1200)
+def served(store, tmp_path, seed):
+    """A server's cache (background rebuilds) over 500 of 1,200 clustered vectors, opened: exact below 1,000."""
+    vectors = clustered(np.random.default_rng(seed), 1200)
     put(store, {i + 1: vectors[i] for i in range(500)})
     cache = cache_for(store, tmp_path, 1000)
     cache.background = True
     cache.index()
+    return cache, vectors
+
+
+def test_a_server_keeps_searching_the_old_index_while_the_new_one_is_built(store, tmp_path, monkeypatch):
+    cache, vectors = served(store, tmp_path, 5)
     release = threading.Event()
     import mmsearch.index_cache as module
     real = module.sync
@@ -214,12 +219,7 @@ def test_many_query_rows_in_one_call_rank_as_each_row_alone(store):
 
 
 def test_a_background_build_that_fails_keeps_the_old_part_and_is_not_retried(store, tmp_path, monkeypatch, caplog):
-    rng = np.random.default_rng(8)
-    vectors = clustered(rng, 1200)
-    put(store, {i + 1: vectors[i] for i in range(500)})
-    cache = cache_for(store, tmp_path, 1000)
-    cache.background = True
-    cache.index()
+    cache, vectors = served(store, tmp_path, 8)
     import mmsearch.index_cache as module
     real, builds = module.sync, []
 
