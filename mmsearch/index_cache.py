@@ -1,17 +1,15 @@
 """The vector index as a checked cache of SQL: one part per modality (a FAISS file in the data dir, or a Milvus
 collection with setting vector_store milvus:…), each checked against SQL on open and caught up or rebuilt
-when stale, then saved; searched together as one index.
-Also the picture cache's check (web.media draws the thumbnails and waveforms)."""
+when stale, then saved; searched together as one index."""
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, ContextManager
 
 from mmsearch.encoders.identity import encoder_key
 from mmsearch.errors import first_line
@@ -22,16 +20,15 @@ from mmsearch.search.batching import Batcher
 from mmsearch.search.index_sync import SyncReport, check, sync
 from mmsearch.search.partitioned import Partitioned
 from mmsearch.search.index_types import AUTO, IndexState, auto_factory, nlist_of
-from mmsearch.search.milvus_index import FACTORY as MILVUS, MilvusIndex, connect, milvus_uri, require
+from mmsearch.search.milvus_index import FACTORY as MILVUS, MilvusIndex, collection, connect, milvus_uri, require
 from mmsearch.search.vector_index import FaissIndex
 from mmsearch.search.vector_store import VectorStore
 
+from .picture_cache import unfinished_writes
 from .settings import Settings
 
 INDEX_FILE = "vectors.faiss"
 UNFINISHED = "vectors.*.tmp"  # an index file or sidecar being written (mmsearch.files), or left by a killed process
-PICTURES = "thumbnails"  # web.media.cache_dir: {id}-{size}-{mtime_ns}-{variant}.jpg|png, each written via a *.tmp
-SIGNATURES = {".jpg": (b"\xff\xd8\xff", b"\xff\xd9"), ".png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82")}
 
 
 class IndexCache:
@@ -51,23 +48,45 @@ class IndexCache:
         self.milvus = milvus_uri(str(settings.vector_store), folder)  # None: FAISS files in the data dir
         if self.milvus is not None:
             require(self.milvus)  # now, not after an index run has embedded every file
-        self._client: Any = None  # its MilvusClient, connected on first use
+        self._client: Any = None  # its MilvusClient: connect()
+
+    def connect(self) -> None:
+        """Reach the vector store now (a writer does before it changes anything: a locked milvus-lite file or
+        an unreachable server is then one line before any file is embedded). Searches connect on first use."""
+        if self.milvus is not None and self._client is None:
+            self._client = connect(self.milvus)
 
     def file(self, space: str) -> Path:
         return self.folder / INDEX_FILE.replace(".", f".{space}.", 1)
 
     # --- where the parts live: FAISS files, or Milvus collections ------------------------------------
     def _milvus(self) -> Any:
-        if self._client is None:
-            self._client = connect(self.milvus)
+        self.connect()
         return self._client
+
+    def _collection(self, space: str) -> str:
+        return collection(self.store.shared.database_id(), space)
 
     def _load(self, space: str, mapped: bool = False) -> VectorStore | None:
         return FaissIndex.load(self.file(space), mapped) if self.milvus is None else \
-            MilvusIndex.load(self._milvus(), space)
+            MilvusIndex.load(self._milvus(), space, self._collection(space))
 
     def _new(self, state: IndexState) -> VectorStore:
-        return FaissIndex(state) if self.milvus is None else MilvusIndex.create(self._milvus(), state)
+        return FaissIndex(state) if self.milvus is None else \
+            MilvusIndex.create(self._milvus(), state, self._collection(state.space))
+
+    def _turn(self) -> ContextManager:
+        """A Milvus collection is shared by every process on this database: one changes it at a time (the
+        database's lock). FAISS files are each process's own cache, replaced whole (mmsearch.files)."""
+        return self.store.shared.lock("vectors") if self.milvus is not None else nullcontext()
+
+    def _cached(self, current: VectorStore | None, space: str) -> VectorStore | None:
+        """The part to bring up to SQL: the one in memory, except that a shared collection's state is read
+        again first (another process may have moved it on: its ids cached here are then stale)."""
+        if self.milvus is None and current is not None:
+            return current
+        stored = self._load(space, self.settings.index_mmap)
+        return current if current is not None and stored is not None and stored.state == current.state else stored
 
     def wanted(self, space: str = FUSED) -> IndexState:
         """The state an up-to-date part would have (generation aside)."""
@@ -120,11 +139,12 @@ class IndexCache:
         if want.dim == 0:
             index = FaissIndex(IndexState(self.store.generation(), "", 1, "Flat", want.weights, space, "vector"))
         else:
-            cached = current if current is not None else self._load(space, self.settings.index_mmap)
-            later = self._retrain_later(cached, want)
-            index, self._reports[space] = sync(cached, self.store, replace(want, factory=cached.state.factory)
-                                               if later else want, self._new)
-            self._save(space, index, self._reports[space].action != "fresh")
+            with self._turn():
+                cached = self._cached(current, space)
+                later = self._retrain_later(cached, want)
+                index, self._reports[space] = sync(cached, self.store, replace(want, factory=cached.state.factory)
+                                                   if later else want, self._new)
+                self._save(space, index, self._reports[space].action != "fresh")
             if later:
                 self._start_retrain(space, want)
         self._parts[space] = index
@@ -190,15 +210,26 @@ class IndexCache:
 
     def rebuild(self) -> SyncReport:
         with self._lock:
-            for space in MODALITIES:
-                if self.milvus is None:
-                    self.file(space).unlink(missing_ok=True)
-                else:
-                    MilvusIndex.drop(self._milvus(), space)
-            self._parts.clear()
-            self._main = None
+            self.drop()
             self.index(refresh=True)
         return self.last_sync
+
+    def drop(self) -> list[str]:
+        """Delete every part where it is kept (the FAISS files, or the collections): what went."""
+        gone = []
+        with self._lock, self._turn():
+            for space in MODALITIES:
+                if self.milvus is None:
+                    paths = FaissIndex.files(self.file(space))
+                    gone += [str(path) for path in paths if path.exists()]
+                    for path in paths:
+                        path.unlink(missing_ok=True)
+                elif self._milvus().has_collection(self._collection(space)):
+                    MilvusIndex.drop(self._milvus(), self._collection(space))
+                    gone.append(f"collection {self._collection(space)} in {self.milvus}")
+            self._parts.clear()
+            self._main = None
+        return gone
 
     def problems(self) -> list[str]:
         """Disagreements between the index files on disk and SQL, and writes a killed process left. Changes nothing."""
@@ -227,87 +258,3 @@ class IndexCache:
                 "disk_bytes_per_item": round(disk / items, 1) if items else None,
                 "by_modality": {space: {"ntotal": part.ntotal, "type": part.state.factory}
                                 for space, part in index.parts.items()}}
-
-
-class PictureCache:
-    """The thumbnails and waveforms web.media draws on demand, named by item id, file size and mtime. A
-    stale picture (its item removed or changed) is only unused; an unreadable one would be served, and a
-    *.tmp a stopped process left is never finished: those two are problems. Clearing empties the folder,
-    and each picture is drawn again on its next request."""
-
-    def __init__(self, folder: Path, store: Store):
-        self.folder = folder
-        self.store = store
-
-    def files(self) -> dict[str, list[Path]]:
-        """Its files by state: in flight (being written), unfinished, stale, unreadable, usable."""
-        out: dict[str, list[Path]] = {k: [] for k in ("in flight", "unfinished", "stale", "unreadable", "usable")}
-        try:
-            paths = sorted(p for p in self.folder.iterdir() if p.is_file())
-        except OSError:  # no cache yet
-            return out
-        current = {f"{row[0]}-{row[3]}-{row[4]}" for row in self.store.index_rows()} if paths else set()
-        unfinished = set(unfinished_writes(self.folder, "*.tmp"))
-        for path in paths:
-            if path.suffix == ".tmp":
-                state = "unfinished" if path in unfinished else "in flight"
-            elif path.name.rsplit("-", 1)[0] not in current:
-                state = "stale"
-            else:
-                state = "usable" if _whole(path) else "unreadable"
-            out[state].append(path)
-        return out
-
-    def problems(self) -> list[str]:
-        files = self.files()
-        return [f"picture cache: {len(files[state])} {state} file(s), e.g. {files[state][0].name}"
-                for state in ("unreadable", "unfinished") if files[state]]
-
-    def clear(self) -> dict[str, int]:
-        """Delete every file but writes in flight; how many of each state went."""
-        removed = {}
-        for state, paths in self.files().items():
-            if state != "in flight" and paths:
-                removed[state] = sum(_unlink(path) for path in paths)
-        return removed
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        path.unlink(missing_ok=True)
-        return True
-    except OSError:
-        return False
-
-
-def unfinished_writes(folder: Path, pattern: str, remove: bool = False) -> list[Path]:
-    """The temporary files matching ``pattern`` that mmsearch.files.atomic_write left when its process died
-    mid-write (SIGKILL, power loss): nobody holds their lock. Removed too when ``remove``."""
-    found = []
-    for path in sorted(folder.glob(pattern)):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:  # moved in place meanwhile
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if remove:
-                path.unlink(missing_ok=True)
-            found.append(path)
-        except OSError:  # locked: a live process is writing it (or a read-only data dir)
-            pass
-        finally:
-            os.close(fd)
-    return found
-
-
-def _whole(path: Path) -> bool:
-    """The file starts and ends as its format does (a cut-short or overwritten picture does not)."""
-    head, tail = SIGNATURES.get(path.suffix, (b"?", b"?"))
-    try:
-        with open(path, "rb") as handle:
-            start = handle.read(len(head))
-            handle.seek(max(0, path.stat().st_size - len(tail)))
-            return start == head and handle.read() == tail
-    except OSError:
-        return False

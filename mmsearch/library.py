@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from mmsearch.search.partitioned import Partitioned
 from . import tagging, training
 from .datadir import DataDir
 from .errors import MMSearchError
-from .index_cache import PICTURES, IndexCache, PictureCache
+from .index_cache import IndexCache
+from .picture_cache import PICTURES, PictureCache
 from .models import Models
 from .settings import Settings
 
@@ -101,8 +103,12 @@ class Library:
     def last_sync(self) -> SyncReport | None:
         return self.cache.last_sync
 
-    def write_lock(self):
-        return self.data_dir.write_lock()
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """The data dir's writers' lock; the vector store reached first (IndexCache.connect)."""
+        with self.data_dir.write_lock():
+            self.cache.connect()
+            yield
 
     # --- queries ----------------------------------------------------------------------------------
     def vector_dims(self) -> tuple[int, str]:

@@ -65,7 +65,12 @@ def _boolean(value: Any) -> bool:
 
 
 def _vector_store(value: Any) -> str:
+    """faiss, milvus:PATH.db or milvus:http(s)://HOST:PORT; milvus://HOST:PORT (issue #16's spelling) is the
+    server at http://HOST:PORT, normalised here so that every other module sees one spelling."""
     text = str(value).strip()
+    server = re.fullmatch(r"milvus://([^/\s]\S*)", text)
+    if server:
+        text = f"milvus:http://{server.group(1)}"
     if text == "faiss" or re.fullmatch(r"milvus:(https?://\S+|\S+\.db)", text):
         return text
     raise ValueError(f"{value!r} is not faiss, milvus:PATH.db or milvus:http://HOST:PORT")

@@ -1,5 +1,6 @@
 """A part of the vector index kept in Milvus (setting vector_store milvus:…): one collection per part, named
-from its space, of fields id (int64 primary key: the vector id, search.tables.vector_id), item_id (int64) and
+from its database's id and its space (``collection``: two databases on one server never share one, the
+processes of one database do), of fields id (int64 primary key: the vector id, search.tables.vector_id), item_id (int64) and
 vector (FLOAT_VECTOR), under an exact FLAT index with inner product, so its rankings are FAISS Flat's.
 
 Like a FAISS file it is a checked cache of SQL (search.index_sync): its IndexState is kept as JSON in the
@@ -51,7 +52,9 @@ def connect(uri: str) -> Any:
         return MilvusClient(uri)
     except Exception as exc:  # noqa: BLE001 - pymilvus wraps a locked file or an unreachable server alike
         cause = exc.__cause__ or exc.__context__ or exc
-        raise MMSearchError(f"cannot open Milvus at {uri}: {first_line(cause)}") from None
+        details = getattr(cause, "details", None)  # a gRPC error: its text, not its multi-line repr
+        said = details() if callable(details) and details() else first_line(cause)
+        raise MMSearchError(f"cannot open Milvus at {uri}: {first_line(said)}") from None
 
 
 def milvus_uri(setting: str, folder: Path) -> str | None:
@@ -63,8 +66,9 @@ def milvus_uri(setting: str, folder: Path) -> str | None:
     return uri if "://" in uri else str(folder / Path(uri).expanduser())
 
 
-def collection(space: str) -> str:
-    return f"mmsearch_{space}"
+def collection(database: str, space: str) -> str:
+    """The collection of one part: ``database`` is its SQL database's id (search.shared)."""
+    return f"mmsearch_{database}_{space}"
 
 
 class MilvusIndex(VectorStore):
@@ -72,17 +76,16 @@ class MilvusIndex(VectorStore):
 
     max_depth = MAX_DEPTH
 
-    def __init__(self, client: Any, state: IndexState):
+    def __init__(self, client: Any, state: IndexState, name: str):
         super().__init__(state)
         self.client = client
-        self.name = collection(state.space)
+        self.name = name
 
     # --- the collection and its state ---------------------------------------------------------------
     @classmethod
-    def create(cls, client: Any, state: IndexState) -> "MilvusIndex":
-        """An empty collection for this part, replacing any it had (a rebuild)."""
+    def create(cls, client: Any, state: IndexState, name: str) -> "MilvusIndex":
+        """An empty collection ``name`` for this part, replacing any of that name (a rebuild)."""
         from pymilvus import DataType
-        name = collection(state.space)
         if client.has_collection(name):
             client.drop_collection(name)
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -97,14 +100,13 @@ class MilvusIndex(VectorStore):
         # an RPC milvus-lite lacks (AllocTimestamp: logged as a server error on every create)
         client.create_index(name, index, sync=False)
         client.load_collection(name)
-        return cls(client, state)
+        return cls(client, state, name)
 
     @classmethod
-    def load(cls, client: Any, space: str) -> "MilvusIndex | None":
+    def load(cls, client: Any, space: str, name: str) -> "MilvusIndex | None":
         """The stored part with its state, or None when there is none or its state is missing or unreadable
         (a rebuild follows, as for a FAISS file: it is only a cache)."""
         from pymilvus.exceptions import MilvusException
-        name = collection(space)
         try:
             if not client.has_collection(name):
                 return None
@@ -118,12 +120,12 @@ class MilvusIndex(VectorStore):
             client.load_collection(name)
         except (KeyError, ValueError, TypeError, MilvusException):
             return None
-        return cls(client, state)
+        return cls(client, state, name)
 
     @staticmethod
-    def drop(client: Any, space: str) -> None:
-        if client.has_collection(collection(space)):
-            client.drop_collection(collection(space))
+    def drop(client: Any, name: str) -> None:
+        if client.has_collection(name):
+            client.drop_collection(name)
 
     def save(self, path: Path | None = None) -> None:
         """Flush the changes into Milvus's segments (milvus-lite scans unflushed rows one by one), then write

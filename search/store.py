@@ -16,12 +16,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from mmsearch.errors import DataDirError, first_line
-
 from mmsearch.modalities import MODALITIES
 
 from . import schema
 from .filters import filter_query
 from . import fusion, health, lexical
+from .shared import Shared
 from .tags import Tags
 from .writes import Batch
 from .tables import (CAPTION, CAPTION_SLOT, CONTENT, CONTENT_SLOT, FAILED, FUSED, OK, PENDING, Item, Meta,
@@ -74,6 +74,7 @@ class Store:
             raise DataDirError(f"cannot open database {_safe_url(url)}: {first_line(exc)}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)  # the schema: search.schema
         self.tags = Tags(self)  # tag sets and each item's tags (search.tags)
+        self.shared = Shared(self)  # the database's id and lock, for processes sharing a vector store
 
     @contextmanager
     def session(self) -> Iterator[Session]:

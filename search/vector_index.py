@@ -65,7 +65,7 @@ class FaissIndex(VectorStore):
         """The cached index, or None when there is none or it cannot be read (it is only a cache). ``mapped``:
         its codes memory-mapped from the file (faiss IO_FLAG_MMAP_IFC: flat, scalar-quantised and IVF codes),
         read on demand and shared through the page cache by every process that opens it."""
-        sidecar = path.with_suffix(path.suffix + ".json")
+        sidecar = cls.files(path)[1]
         try:
             state = IndexState(**json.loads(sidecar.read_text()))
             index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
@@ -80,13 +80,17 @@ class FaissIndex(VectorStore):
         loaded.mapped = mapped
         return loaded
 
+    @staticmethod
+    def files(path: Path) -> tuple[Path, Path]:
+        """The index file at ``path`` and its sidecar."""
+        return path, path.with_suffix(path.suffix + ".json")
+
     def save(self, path: Path) -> None:
         """Write index then sidecar, each atomically; a crash between leaves a sidecar that under-claims,
         which the next sync repairs by re-applying changes (idempotent)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: faiss.write_index(self.cpu, tmp))
-        sidecar = path.with_suffix(path.suffix + ".json")
-        atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(self.state.__dict__)))
+        atomic_write(self.files(path)[1], lambda tmp: Path(tmp).write_text(json.dumps(self.state.__dict__)))
 
     # --- contents ---------------------------------------------------------------------------------
     @property

@@ -84,6 +84,21 @@ def db_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres").new_database()
 
 
+BACKENDS = ("sqlite+faiss", "postgresql+faiss", "sqlite+milvus-lite")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path) -> dict[str, str]:
+    """The settings of each SQL store and vector store the engine runs on, for the suites that must hold on
+    all of them: SQLite or PostgreSQL (the throwaway server) with FAISS files, and SQLite with milvus-lite
+    (its file beside the test's data dir)."""
+    if request.param == "postgresql+faiss":
+        return {"db_url": request.getfixturevalue("postgres").new_database()}
+    if request.param == "sqlite+milvus-lite":
+        return {"vector_store": f"milvus:{tmp_path / 'vectors.db'}"}
+    return {}
+
+
 @pytest.fixture(scope="session")
 def shapes_model(tmp_path_factory) -> tuple[Path, dict]:
     """`tiny` trained on generated coloured shapes (tests/shapes.py), once per run for every test that needs

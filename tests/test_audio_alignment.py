@@ -46,7 +46,7 @@ def test_train_audio_aligns_sounds_with_words_and_pictures(runner, tmp_path, set
     assert before["failed"] == 0 and before["added"] == len(truth) + len(CLASSES) + len(PICTURES) + len(DISTRACTORS)
 
     manifest = make_training_set(tmp_path / "train", per_class=16)
-    result = runner("train-audio", str(manifest), "--epochs", "40", "--patience", "10", "--time-limit", "150",
+    result = runner("train-audio", str(manifest), "--epochs", "12", "--patience", "4", "--time-limit", "150",
                     "--json")
     assert result.exit_code == 0, result.stderr
     trained = json.loads(result.stdout)

@@ -225,25 +225,27 @@ def test_bad_setting_values(runner, collection):
     assert "cannot open database" in line
 
 
-def test_the_cli_on_postgresql(runner, collection, postgres, data_dir):
-    """SQL on PostgreSQL (ICU collation) instead of SQLite: the same commands give the same answers."""
+def test_the_cli_on_each_backend(runner, collection, backend, data_dir):
+    """SQL on SQLite or PostgreSQL (ICU collation), vectors in FAISS files or milvus-lite: the same commands
+    give the same answers, and the data goes where the settings say."""
     root, expected = collection
-    pg = {"MMSEARCH_DB_URL": postgres.new_database()}
-    report = as_json(runner("index", str(root), "--json", extra_env=pg))
+    chosen = {f"MMSEARCH_{name.upper()}": value for name, value in backend.items()}
+    report = as_json(runner("index", str(root), "--json", extra_env=chosen))
     assert report["failed"] == expected["failed"] and report["added"] > 0
-    assert not (data_dir / "mmsearch.db").exists()  # nothing went to SQLite
-    stats = as_json(runner("stats", "--json", extra_env=pg))
+    assert (data_dir / "mmsearch.db").exists() == ("db_url" not in backend)
+    assert bool(list(data_dir.glob("vectors.*.faiss"))) == ("vector_store" not in backend)
+    stats = as_json(runner("stats", "--json", extra_env=chosen))
     assert stats["by_modality"] == {m: expected[m] for m in ("image", "audio", "text")}
     counted = sum(expected[m] for m in ("image", "audio", "text"))
     assert stats["index"]["items"] == counted
     prefix = str(root / "sub dir")
-    found = as_json(runner("search", "shapes", "--path-prefix", prefix, "-k", "50", "--json", extra_env=pg))
+    found = as_json(runner("search", "shapes", "--path-prefix", prefix, "-k", "50", "--json", extra_env=chosen))
     assert found["results"] and all(r["path"].startswith(prefix + "/") for r in found["results"])
-    late = as_json(runner("search", "shapes", "--fusion", "rrf", "-k", "50", "--json", extra_env=pg))
+    late = as_json(runner("search", "shapes", "--fusion", "rrf", "-k", "50", "--json", extra_env=chosen))
     assert late["index"] == "modality" and len(late["results"]) == counted
     (root / "green.png").rename(root / "renamed.png")
-    again = as_json(runner("index", str(root), "--json", extra_env=pg))
+    again = as_json(runner("index", str(root), "--json", extra_env=chosen))
     assert (again["moved"], again["added"], again["removed"]) == (1, 0, 0)
-    assert as_json(runner("remove", prefix, "--json", extra_env=pg))["removed"] == 3
-    assert as_json(runner("rebuild-index", "--json", extra_env=pg))["ntotal"] == counted - 3 + len(expected["captioned"])
-    assert as_json(runner("verify", "--json", extra_env=pg)) == {"ok": True, "problems": []}
+    assert as_json(runner("remove", prefix, "--json", extra_env=chosen))["removed"] == 3
+    assert as_json(runner("rebuild-index", "--json", extra_env=chosen))["ntotal"] == counted - 3 + len(expected["captioned"])
+    assert as_json(runner("verify", "--json", extra_env=chosen)) == {"ok": True, "problems": []}

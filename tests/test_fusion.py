@@ -95,10 +95,11 @@ def test_invalid_requests_are_errors(make):
 
 
 @pytest.fixture
-def library(settings, collection, db_url):
-    """The sample collection indexed into SQLite and into PostgreSQL: filters must agree on both."""
+def library(settings, collection, backend):
+    """The sample collection indexed on each backend (SQLite or PostgreSQL, FAISS or milvus-lite): filters
+    and fusion must agree on all of them."""
     root, _ = collection
-    library = Library(settings.replace(db_url=db_url))
+    library = Library(settings.replace(**backend))
     library.run_index([root])
     return library, root
 
@@ -128,28 +129,28 @@ def test_filters_inside_the_search(library):
     assert search(modalities=["audio"]) == {str(root / "beep.wav")}
 
 
-def test_filtered_search_returns_k_when_k_exist(settings, tmp_path):
+def test_filtered_search_returns_k_when_k_exist(settings, backend, tmp_path):
     root = tmp_path / "many"
     root.mkdir()
     for i in range(60):
         picture(i, (32, 32)).save(root / f"{i:02d}.png")
     for i in range(6):
         (root / f"note{i}.txt").write_text(f"note number {i}")
-    library = Library(settings)
+    library = Library(settings.replace(**backend))
     library.run_index([root])
     response = library.search(SearchRequest([QueryPart("image", (root / "00.png").read_bytes())], k=5,
                                             filters=Filters(modalities=["text"])))
     assert len(response.results) == 5 and {h.item.modality for h in response.results} == {"text"}
 
 
-def test_like_excluding_itself_and_exact_duplicates(settings, tmp_path):
+def test_like_excluding_itself_and_exact_duplicates(settings, backend, tmp_path):
     root = tmp_path / "dups"
     root.mkdir()
     for name in ("a.png", "b.png"):
         picture(5).save(root / name)
     for i in range(4):
         picture(10 + i).save(root / f"other{i}.png")
-    library = Library(settings)
+    library = Library(settings.replace(**backend))
     library.run_index([root])
     [a] = library.store.ids_under(str(root / "a.png"))
     [b] = library.store.ids_under(str(root / "b.png"))

@@ -21,6 +21,8 @@ from mmsearch.search.tables import CAPTION, CONTENT, FUSED, OK, Item, Vector, ve
 from mmsearch.search.index_sync import check, sync
 from mmsearch.search.partitioned import Partitioned
 from mmsearch.search.index_types import IndexState
+from mmsearch.search.milvus_index import FACTORY as MILVUS, MilvusIndex, collection, connect
+from mmsearch.search.vector_index import FaissIndex
 
 DIM = 8
 KEY = "test/enc"
@@ -53,9 +55,25 @@ def state(space: str, weights: dict[str, float], factory: str = "Flat") -> Index
     return IndexState(0, KEY, DIM, factory, json.dumps(weights, sort_keys=True), space, "vector")
 
 
+PARTS = {"new": FaissIndex}  # how searcher() makes an exact part: set per test by vector_store below
+
+
+@pytest.fixture(autouse=True, params=["faiss", "milvus-lite"])
+def vector_store(request, tmp_path, monkeypatch) -> str:
+    """Every test here on FAISS Flat parts and on Milvus FLAT collections (milvus-lite): the scores and
+    ranks worked out by hand hold on both."""
+    if request.param == "milvus-lite":
+        client = connect(str(tmp_path / "vectors.db"))
+        monkeypatch.setitem(PARTS, "new", lambda wanted: MilvusIndex.create(client, wanted, collection("test", wanted.space)))
+    return request.param
+
+
 def searcher(store: Store, weights: dict[str, float] | None = None, factory: str = "Flat") -> Searcher:
+    """Each modality's part made from SQL: exact parts by PARTS["new"], another FAISS type (IVF) by FAISS."""
     weights = weights or {"image": 1.0, "audio": 1.0, "text": 1.0}
-    parts = {space: sync(None, store, state(space, weights, factory))[0] for space in MODALITIES}
+    new = PARTS["new"] if factory == "Flat" else FaissIndex
+    factory = MILVUS if new is not FaissIndex else factory
+    parts = {space: sync(None, store, state(space, weights, factory), new)[0] for space in MODALITIES}
     return Searcher(store, Partitioned(parts, state(FUSED, weights, factory)))
 
 
@@ -88,7 +106,8 @@ def test_each_modality_index_holds_every_vector_of_its_items(store):
     np.testing.assert_array_equal(vectors[2], note)
 
     # Each modality's index is a cache of its own: a caption removed changes item 1 in "image" and "fused".
-    indexes = {space: sync(None, store, state(space, weights))[0] for space in expected}
+    exact = "Flat" if PARTS["new"] is FaissIndex else MILVUS
+    indexes = {space: sync(None, store, state(space, weights, exact), PARTS["new"])[0] for space in expected}
     with store.session() as session:
         generation = store.bump_generation(session)
         session.query(Vector).filter_by(item_id=1, slot=1, kind=CAPTION).delete()
@@ -96,9 +115,9 @@ def test_each_modality_index_holds_every_vector_of_its_items(store):
     store.remove_ids([2])
     slots[1] = [0]
     for space, index in indexes.items():
-        assert check(index, store, state(space, weights)), space  # every index lags behind SQL's generation
-        caught, _ = sync(index, store, state(space, weights))
-        assert check(caught, store, state(space, weights)) == [], space
+        assert check(index, store, state(space, weights, exact)), space  # every index lags behind SQL's generation
+        caught, _ = sync(index, store, state(space, weights, exact))
+        assert check(caught, store, state(space, weights, exact)) == [], space
         assert sorted(caught.ids().tolist()) == [vector_id(i, s) for i in expected[space] if i != 2
                                                  for s in slots[i]], space
         if 1 in expected[space]:

@@ -18,6 +18,8 @@ from mmsearch.search.store import Store
 from mmsearch.search.tables import OK, Item, Vector, vector_bytes
 from mmsearch.search.partitioned import Partitioned
 from mmsearch.search.index_types import IndexState
+from mmsearch.search.milvus_index import FACTORY as MILVUS, MilvusIndex, collection, connect
+from mmsearch.search.vector_index import FaissIndex
 
 
 DIM = 4
@@ -44,10 +46,21 @@ def put_item(store: Store, item_id: int, modality: str, vectors: list[tuple[int,
                                encoder=KEY, dim=DIM, data=vector_bytes(vector), generation=generation))
 
 
-def searcher(store: Store) -> Searcher:
-    parts = {m: sync(None, store, IndexState(0, KEY, DIM, "Flat", WEIGHTS, m, "vector"))[0]
+@pytest.fixture(params=["faiss", "milvus-lite"])
+def exact(request, tmp_path):
+    """How searcher() makes each modality's exact part: (its index type, a maker): FAISS Flat, or a Milvus
+    FLAT collection in milvus-lite. The aggregation pinned by hand below holds on both."""
+    if request.param == "faiss":
+        return "Flat", FaissIndex
+    client = connect(str(tmp_path / "vectors.db"))
+    return MILVUS, lambda state: MilvusIndex.create(client, state, collection("test", state.space))
+
+
+def searcher(store: Store, exact) -> Searcher:
+    factory, new = exact
+    parts = {m: sync(None, store, IndexState(0, KEY, DIM, factory, WEIGHTS, m, "vector"), new)[0]
              for m in ("image", "text", "audio")}
-    return Searcher(store, Partitioned(parts, IndexState(store.generation(), KEY, DIM, "Flat", WEIGHTS, ids="vector")))
+    return Searcher(store, Partitioned(parts, IndexState(store.generation(), KEY, DIM, factory, WEIGHTS, ids="vector")))
 
 
 @pytest.fixture
@@ -65,28 +78,30 @@ def hand_made(db_url):
     return store, q
 
 
-def test_an_item_scores_its_best_vector_and_counts_once(hand_made):
+def test_an_item_scores_its_best_vector_and_counts_once(hand_made, exact):
     store, q = hand_made
-    found = searcher(store)._search(q, 10, None, searcher(store).index)
+    ranking = searcher(store, exact)
+    found = ranking._search(q, 10, None, ranking.index)
     assert [(i, round(s, 4)) for i, s, _ in found] == [(1, 0.8), (3, 0.75), (2, 0.7)]  # 3 items, not 5 vectors
-    response = searcher(store).search(SearchRequest([QueryPart("text", "q")]), lambda part: q)
+    response = ranking.search(SearchRequest([QueryPart("text", "q")]), lambda part: q)
     assert [(h.id, h.match["kind"]) for h in response.results] == [(1, "passage"), (3, "caption"), (2, "content")]
     assert response.results[0].match["text"] == "abcd"[0:4] and response.results[1].match["text"] == "a caption"
 
 
-def test_k_distinct_items_even_when_one_item_has_many_better_vectors(db_url):
+def test_k_distinct_items_even_when_one_item_has_many_better_vectors(db_url, exact):
     store = Store(db_url)
     q = unit(1, 0, 0, 0)
     put_item(store, 1, "audio", [(0, "content", unit(0.9, 0.43589, 0, 0))] +
              [(slot, "segment", unit(0.95 - slot * 0.001, 0.3, 0, 0)) for slot in range(2, 60)], duration=240.0)
     for item_id, score in ((2, 0.5), (3, 0.4), (4, 0.3)):
         put_item(store, item_id, "audio", [(0, "content", unit(score, np.sqrt(1 - score ** 2), 0, 0))])
-    found = searcher(store)._search(q, 3, None, searcher(store).index)
+    ranking = searcher(store, exact)
+    found = ranking._search(q, 3, None, ranking.index)
     assert [i for i, _, _ in found] == [1, 2, 3]
     assert found[0][1] == pytest.approx(float(unit(0.948, 0.3, 0, 0) @ q), abs=1e-6)
 
 
-def test_late_fusion_and_negative_parts_use_each_items_best_vector(hand_made):
+def test_late_fusion_and_negative_parts_use_each_items_best_vector(hand_made, exact):
     """A negative part's exact penalty uses the same max over an item's vectors. In one list (index fused),
     relative fusion: q gives 1 → 1.0, 3 → 0.5, 2 → 0.0; e3 (weight −2) gives 1 → 0.995 (its second passage),
     3 → 0.661 (caption), 2 → 0, normalised over 0…0.995: fused 2 → 0, 3 → 0.5 − 2·0.665, 1 → 1 − 2."""
@@ -94,7 +109,7 @@ def test_late_fusion_and_negative_parts_use_each_items_best_vector(hand_made):
     request = SearchRequest([QueryPart("text", "q"), QueryPart("text", "not", weight=-2.0)], fusion="relative",
                             index="fused", explain=True)
     vectors = {"q": q, "not": unit(0, 0, 0, 1)}
-    response = searcher(store).search(request, lambda part: vectors[part.value])
+    response = searcher(store, exact).search(request, lambda part: vectors[part.value])
     by_id = {hit.id: hit for hit in response.results}
     # item 1: best for q 0.8 (passage), best for e3 0.994987 (its other passage): pushed to the bottom
     assert by_id[1].parts[1]["score"] == pytest.approx(0.994987, abs=1e-5)

@@ -16,7 +16,7 @@ from mmsearch.errors import MMSearchError
 from mmsearch.library import Library
 from mmsearch.search.index_sync import check, sync
 from mmsearch.search.index_types import IndexState
-from mmsearch.search.milvus_index import FACTORY, MilvusIndex, connect
+from mmsearch.search.milvus_index import FACTORY, MilvusIndex, collection, connect
 from mmsearch.search.request import QueryPart, SearchRequest
 from mmsearch.search.store import Store
 from mmsearch.search.tables import CAPTION, CONTENT, OK, PASSAGE, Item, Vector, vector_bytes, vector_id
@@ -44,8 +44,8 @@ def faiss_kind(tmp_path) -> Kind:
 
 def milvus_kind(tmp_path) -> Kind:
     client = connect(str(tmp_path / "vectors.db"))
-    return Kind(FACTORY, lambda state: MilvusIndex.create(client, state), lambda index: index.save(),
-                lambda: MilvusIndex.load(client, "image"))
+    return Kind(FACTORY, lambda state: MilvusIndex.create(client, state, collection("test", "image")),
+                lambda index: index.save(), lambda: MilvusIndex.load(client, "image", collection("test", "image")))
 
 
 @pytest.fixture(params=["faiss", "milvus"])
