@@ -174,8 +174,15 @@ class Library:
 
     # --- changes ----------------------------------------------------------------------------------
     def run_index(self, roots: Sequence[str], reembed: bool = False, progress: bool = False,
-                  reembed_audio: bool = False):
+                  reembed_audio: bool = False, engine: str = "local", num_gpus: float = 0.0, actors: int = 0):
+        """Index ``roots``. ``engine``: local (decoding threads, the towers in this process) or ray (Ray Data
+        tasks and ``actors`` model actors of ``num_gpus`` GPUs each; indexer/ray_engine.py)."""
         from mmsearch.indexer.pipeline import Indexer, IndexerOptions
+        if engine not in ("local", "ray"):
+            raise MMSearchError(f"unknown engine {engine!r}: use local or ray")
+        if engine == "ray":
+            from mmsearch.indexer.ray_engine import RayEngine, Towers, require_ray
+            require_ray()  # before the lock and the models: a missing ray is one line and changes nothing
         missing = [r for r in roots if not os.path.exists(os.path.expanduser(str(r)))]
         if missing:
             raise MMSearchError(f"path not found: {missing[0]}")
@@ -188,7 +195,12 @@ class Library:
                                      max_text_chars=self.settings.max_text_chars,
                                      max_audio_seconds=self.settings.max_audio_seconds, progress=progress)
             audio = self.audio_encoder if self.models.audio_identity() else None
-            report = Indexer(self.store, self.encoder, options, audio).run(roots)
+            runner = None
+            if engine == "ray":
+                towers = Towers(self.models.spec(), self.settings.device, self.settings.cache_dir or None,
+                                self.models.audio_identity())
+                runner = RayEngine(towers, num_gpus, actors, self.settings.batch_size)
+            report = Indexer(self.store, self.encoder, options, audio, runner).run(roots)
             if report.added or report.removed or report.updated or report.moved:
                 self.store.analyze()
             self.index(refresh=True)

@@ -19,14 +19,31 @@ from .app import EMPTY, Context, cli, command
               help="own: the data dir's own audio tower; clap: LAION-CLAP bridged into this space (downloaded and "
               "fitted on first use, then cached; --audio-checkpoint FILE: a local LAION-CLAP checkpoint) "
               "[setting audio_model, env MMSEARCH_AUDIO_MODEL]")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: decode in threads and embed in this process; ray: decode in Ray tasks and embed in a "
+              "pool of model actors (Ray Data), committing here in batches as local does. Ray joins the cluster "
+              "in the RAY_ADDRESS environment variable (e.g. ray://head:10001 or head:6379), else starts on this "
+              "machine. Needs pip install 'mmsearch[ray]'.")
+@click.option("--num-gpus", type=click.FloatRange(0), default=None,
+              help="GPUs each model actor reserves (--engine ray; fractions share a GPU) [default: 0, CPU]")
+@click.option("--actors", type=click.IntRange(1), default=None,
+              help="Model actors (--engine ray) [default: the cluster's GPUs / --num-gpus, or 1 on CPU]")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Files per model batch and per commit [setting batch_size, env MMSEARCH_BATCH_SIZE]")
 @command
-def index(ctx: Context, paths: tuple[str, ...], reembed: bool, reembed_audio: bool, audio_model: str | None) -> None:
+def index(ctx: Context, paths: tuple[str, ...], reembed: bool, reembed_audio: bool, audio_model: str | None,
+          engine: str, num_gpus: float | None, actors: int | None, batch_size: int | None) -> None:
     """Index (or re-index incrementally) the media under PATHS."""
+    if engine != "ray" and (num_gpus is not None or actors is not None):
+        raise click.UsageError("--num-gpus and --actors are for --engine ray")
     if audio_model:
         ctx.settings = ctx.settings.replace(audio_model=audio_model)
+    if batch_size:
+        ctx.settings = ctx.settings.replace(batch_size=batch_size)
     library = ctx.library()
     report = library.run_index(paths, reembed=reembed, reembed_audio=reembed_audio,
-                               progress=not ctx.as_json and sys.stderr.isatty())
+                               progress=not ctx.as_json and sys.stderr.isatty(), engine=engine,
+                               num_gpus=num_gpus or 0.0, actors=actors or 0)
     if not ctx.as_json:
         for path, reason in report.failures:
             click.echo(f"failed: {path}: {reason}", err=True)
