@@ -27,7 +27,7 @@ from .plan import IndexReport, Row, Task, plan
 from .prepare import IndexerOptions, Prepared, Preparer, embed, embed_captions, wants_caption
 from .scan import absolute_roots, scan
 
-__all__ = ["AUDIO_WAITING", "Engine", "Indexer", "IndexerOptions", "LocalEngine", "Prepared", "embed_here"]
+__all__ = ["AUDIO_WAITING", "Engine", "Indexer", "IndexerOptions", "LocalEngine", "Prepared"]
 AUDIO_WAITING = "waiting for an audio encoder"
 
 
@@ -38,11 +38,7 @@ SOUND_BUDGET = 256 * 2**20
 
 class Engine(Protocol):
     def batches(self, indexer: "Indexer", tasks: list[Task]) -> Iterator[list[Prepared]]:
-        """The tasks as batches of prepared files, embedded or to be embedded by ``embed``."""
-
-    def embed(self, indexer: "Indexer", batch: list[Prepared], fresh: list[Prepared]) -> list[Prepared]:
-        """Called once a batch's moves and copies are resolved, before it is committed: embeds what is left and
-        returns the batch. ``fresh``: the batch's files that turned out to need decoding after all."""
+        """The tasks as batches of prepared files, embedded or not: the indexer embeds here what is left."""
 
 
 class Indexer:
@@ -81,6 +77,7 @@ class Indexer:
                 self.encoder = self.get_encoder()
             if "audio" in modalities and self.get_audio_encoder:
                 self.audio_encoder = self.get_audio_encoder()
+            self.prepare = self.preparer(self.by_hash)
             self._process(tasks, report)
         self._remove([row for row in planned.vanished if row.id not in self._claimed], report)
         report.seconds = time.perf_counter() - started
@@ -117,15 +114,18 @@ class Indexer:
 
     def _embed(self, batch: list[Prepared]) -> list[Prepared]:
         """Resolve moves/copies first (here, in order, as only this process knows what earlier batches
-        claimed), then let the engine embed the rest; returns what to commit now."""
-        fresh = []
+        claimed), decoding the new paths that turn out to need it after all (a copy of a failed file, say),
+        then embed in this process what the engine left unembedded; returns what to commit now."""
         for prepared in batch:
             if prepared.task.row is None and prepared.hash and prepared.decoded is None and not prepared.error:
                 claimed = self._claim_move(prepared)
                 needs_vector = claimed is not None and not prepared.same_content  # a moved item still pending
                 if needs_vector or (claimed is None and self._copy_source(prepared) is None):
-                    fresh.append(prepared)
-        return self.engine.embed(self, batch, fresh)
+                    again = self.prepare(prepared.task, force_decode=True)
+                    prepared.decoded, prepared.pixels, prepared.error = again.decoded, again.pixels, again.error
+        embed(batch, lambda: self.encoder, lambda: self.audio_encoder)
+        embed_captions(batch, lambda: self.encoder)
+        return batch
 
     def _claim_move(self, prepared: Prepared) -> Row | None:
         for row in self.by_hash.get(prepared.hash, ()):
@@ -188,7 +188,7 @@ class LocalEngine:
 
     def batches(self, indexer: Indexer, tasks: list[Task]) -> Iterator[list[Prepared]]:
         options = indexer.options
-        self.prepare = prepare = indexer.preparer(indexer.by_hash)
+        prepare = indexer.prepare
         workers = options.workers or os.cpu_count() or 1
         batch: list[Prepared] = []
         held = 0  # estimated bytes of decoded sound in the batch
@@ -207,16 +207,3 @@ class LocalEngine:
                 yield batch
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-
-    def embed(self, indexer: Indexer, batch: list[Prepared], fresh: list[Prepared]) -> list[Prepared]:
-        return embed_here(indexer, self.prepare, batch, fresh)
-
-
-def embed_here(indexer: Indexer, prepare: Preparer, batch: list[Prepared], fresh: list[Prepared]) -> list[Prepared]:
-    """Embeds in this process what the batch still lacks, ``fresh`` decoded first, here and now."""
-    for prepared in fresh:
-        again = prepare(prepared.task, force_decode=True)
-        prepared.decoded, prepared.pixels, prepared.error = again.decoded, again.pixels, again.error
-    embed(batch, lambda: indexer.encoder, lambda: indexer.audio_encoder)
-    embed_captions(batch, lambda: indexer.encoder)
-    return batch

@@ -27,7 +27,7 @@ import numpy as np
 from mmsearch.encoders.identity import ModelSpec, encoder_key
 from mmsearch.errors import MMSearchError, ModelLoadError, first_line
 
-from .pipeline import Indexer, embed_here
+from .pipeline import Indexer
 from .plan import Task
 from .prepare import Prepared, Preparer, embed, embed_captions
 
@@ -146,13 +146,7 @@ class RayEngine:
 
     def batches(self, indexer: Indexer, tasks: list[Task]) -> Iterator[list[Prepared]]:
         self._connect()
-        self.prepare = prepare = indexer.preparer(KnownHashes(indexer.by_hash))
-        yield from self._run(prepare, tasks)
-
-    def embed(self, indexer: Indexer, batch: list[Prepared], fresh: list[Prepared]) -> list[Prepared]:
-        """The actors embedded the batch, but for the rare new path whose content hash is stored and that is
-        neither a move nor a copy after all (a copy of a failed file, say): decoded and embedded here."""
-        return embed_here(indexer, self.prepare, batch, fresh)
+        yield from self._run(indexer.preparer(KnownHashes(indexer.by_hash)), tasks)
 
     def _connect(self) -> None:
         ray = self.ray
