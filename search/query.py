@@ -10,7 +10,7 @@ import numpy as np
 
 from mmsearch.errors import MMSearchError
 
-from . import fusion
+from . import fusion, hybrid
 from .matches import describe_match, explain
 from .request import Filters, QueryPart, SearchRequest
 from .store import Store
@@ -122,13 +122,15 @@ class Searcher:
     # --- multi-part requests ------------------------------------------------------------------------
     def search(self, request: SearchRequest, embed: Callable[[QueryPart], np.ndarray]) -> SearchResponse:
         started = time.perf_counter()
-        vectors = [self.item_vector(p.value) if p.kind == "item" else np.asarray(embed(p), np.float32).reshape(-1)
-                   for p in request.parts]
-        weights = [p.weight for p in request.parts]
         allowed = self.store.filter_ids(request.filters) if request.filters.active else None
         excluded = self._excluded(request)
         want = request.offset + request.k
         depth = want + len(excluded) + (want if request.dedupe is not None else 0) + 1  # +1: is there more?
+        # the words are read while the query is embedded and the vectors searched
+        words = hybrid.start(self.store, request, max(depth, LATE_DEPTH), allowed) if request.hybrid else dict
+        vectors = [self.item_vector(p.value) if p.kind == "item" else np.asarray(embed(p), np.float32).reshape(-1)
+                   for p in request.parts]
+        weights = [p.weight for p in request.parts]
         lists: list[RankedList] = []
         used = FUSED
         if request.fusion == "early":
@@ -141,9 +143,9 @@ class Searcher:
             lists = self._late_lists(request, vectors, max(depth, LATE_DEPTH), allowed, used)
             ranked = self._fuse(lists, request)
             matched = self._matched(lists)
-        lexical: dict[int, dict[int, tuple[int, float]]] = {}
+        lexical = words()
         if request.hybrid:
-            ranked, lexical = self._hybrid(request, ranked, max(depth, LATE_DEPTH), allowed)
+            ranked = hybrid.fuse(request, ranked, lexical)
             for found_words in lexical.values():
                 for item_id, (_, score) in found_words.items():
                     matched.setdefault(item_id, (score, -1))  # found by its words alone
@@ -232,29 +234,6 @@ class Searcher:
         ids = list(mine)
         spread = ahead if len(ahead) >= len(scores) else np.concatenate([ahead, scores])  # IVF may miss some
         return dict(zip(ids, scores.tolist())), dict(zip(ids, ranks.tolist())), spread
-
-    def _hybrid(self, request: SearchRequest, ranked: list[tuple[int, float]], depth: int,
-                allowed: np.ndarray | None) -> tuple[list[tuple[int, float]], dict[int, dict[int, tuple[int, float]]]]:
-        """The vector ranking fused by RRF with each positive text part's full-text ranking (BM25):
-        alpha / (k + vector rank) + (1 − alpha) · Σ (wᵢ / Σw) / (k + lexical rankᵢ). Returns the fused
-        ranking and, per text part, item id → (lexical rank, score)."""
-        texts = [(n, p) for n, p in enumerate(request.parts) if p.kind == "text" and p.weight > 0]
-        total = sum(p.weight for _, p in texts)
-        lexical = {n: {item_id: (rank, score) for rank, (item_id, score)
-                       in enumerate(self.store.lexical(p.words or p.value, depth, allowed), start=1)} for n, p in texts}
-        fused: dict[int, float] = {}
-        for rank, (item_id, _) in enumerate(ranked, start=1):
-            fused[item_id] = request.alpha / (request.rrf_k + rank)
-        for n, part in texts:
-            for item_id, (rank, _) in lexical[n].items():
-                share = (1 - request.alpha) * part.weight / total
-                fused[item_id] = fused.get(item_id, 0.0) + share / (request.rrf_k + rank)
-        # Ties (the vector list's first and the word list's first both get alpha/(k+1) at alpha 0.5) go to
-        # the item the words matched, then to the vector ranking's order: hybrid was asked for the words.
-        order = {item_id: position for position, (item_id, _) in enumerate(ranked)}
-        worded = {item_id for found in lexical.values() for item_id in found}
-        return sorted(fused.items(), key=lambda p: (-round(p[1], 12), p[0] not in worded, order.get(p[0], len(order)),
-                                                    p[0])), lexical
 
     @staticmethod
     def _matched(lists: list[RankedList]) -> dict[int, tuple[float, int]]:

@@ -77,10 +77,11 @@ class VectorStore:
         if reachable == 0:
             return out
         search = self._vector_search(allowed_ids, allowed)
-        # A scan costs the same at any depth (a Flat scan reads every vector; IVF its probed lists): ask
-        # deep enough at once that k items are found in one scan even when each has many vectors here.
+        # A scan reads the same vectors at any depth (a Flat scan every vector; IVF its probed lists), but
+        # FAISS keeps the best ``depth`` in a heap, which grows dear: ask for as many vectors as the items
+        # hold on average, and go deeper by what a row found only where that was too few.
         per_item = self.ntotal / max(1, len(self.item_ids()))
-        depth = int(min(reachable, int(2 * k * per_item) + 8))
+        depth = int(min(reachable, int(k * per_item) + 8))
         batch = search(queries, depth)  # every row in one call; deeper only where needed
         for row, query in enumerate(queries):
             row_depth, (scores, ids) = depth, (batch[0][row:row + 1], batch[1][row:row + 1])
@@ -91,7 +92,7 @@ class VectorStore:
                 first = np.sort(first)  # each item at its best vector, best items first
                 if len(first) >= k or row_depth >= reachable or len(ids) < row_depth:
                     break
-                row_depth = int(min(reachable, row_depth * 4))
+                row_depth = int(min(reachable, max(2 * row_depth, row_depth * k / max(1, len(first)) * 1.25)))
                 scores, ids = search(query[None], row_depth)
             take = first[:k]
             out[0][row, :len(take)], out[1][row, :len(take)] = scores[take], item_of(ids[take])
