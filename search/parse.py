@@ -86,8 +86,11 @@ def _number(name: str, raw: Any) -> float:
 
 
 def _bool(name: str, raw: Any) -> bool:
+    """true/false or 1/0, as JSON values or as strings (a query string's and a form's are strings)."""
     if isinstance(raw, bool):
         return raw
+    if type(raw) is int and raw in (0, 1):
+        return bool(raw)
     if isinstance(raw, str) and raw.lower() in ("1", "true"):
         return True
     if isinstance(raw, str) and raw.lower() in ("0", "false"):

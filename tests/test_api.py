@@ -153,6 +153,24 @@ def test_fusion_explain_and_weights(api, world):
     assert api.post("/api/search", json={"text": "bread"}).get_json()["index"] == "fused"  # early: fused only
 
 
+def test_booleans_are_true_false_or_1_0_in_a_json_body_as_in_a_query_string(api):
+    """README: booleans are true/false (or 1/0); a JSON body's 1 and 0 are not refused while "1" is taken."""
+    def lexical(response) -> list:
+        assert response.status_code == 200, response.get_json()
+        return [part.get("lexical") for r in response.get_json()["results"] for part in r["parts"]]
+
+    on = lexical(api.post("/api/search", json={"text": "bread", "hybrid": True, "explain": True}))
+    assert on and all(entry is not None for entry in on)
+    for yes in (1, "1", "true"):
+        assert lexical(api.post("/api/search", json={"text": "bread", "hybrid": yes, "explain": yes})) == on
+    assert lexical(api.get("/api/search?q=bread&hybrid=1&explain=1")) == on
+    for no in (0, "0", False):
+        assert set(lexical(api.post("/api/search", json={"text": "bread", "hybrid": no, "explain": True}))) == {None}
+    for bad in (2, -1, 0.5, "yes", None):
+        response = api.post("/api/search", json={"text": "bread", "hybrid": bad})
+        assert response.status_code == 400 and response.get_json()["error"]["message"].startswith("hybrid "), bad
+
+
 def test_multipart_image_and_audio_files(api, world):
     items = world["items"]
     with open(world["root"] / "sub dir" / "blue.webp", "rb") as handle:

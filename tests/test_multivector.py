@@ -252,6 +252,10 @@ def test_hybrid_finds_a_made_up_word_and_a_file_name_word_first(store_kind, runn
     phrase = top('"the budget and the garden"', "--hybrid", "--explain", "-k", "13")["results"]
     assert phrase[0]["name"] == "note7.txt"
     assert [r["name"] for r in phrase if r["parts"][0]["lexical"]["rank"] is not None] == ["note7.txt"]
+    # The text output's explain line: the lexical rank and the score, at the vector scores' 4 decimals
+    said = runner("search", "zorblax", "--hybrid", "--explain", extra_env=extra).stdout
+    score = top("zorblax", "--hybrid", "--explain")["results"][0]["parts"][0]["lexical"]["score"]
+    assert f"words rank 1 ({score:.4f})" in said.splitlines()[2], said
 
 
 def test_near_duplicate_folding_keeps_notes_that_end_differently(ten_notes, settings, tmp_path):
@@ -354,3 +358,21 @@ def test_a_deep_search_asks_only_for_what_its_items_hold_and_still_finds_the_exa
             exact_top = sorted(best, key=lambda i: -max(float(v @ query) for v in best[i]))[:k]
             assert [i for i, _, _ in found] == exact_top
             assert asked[0] <= k * per_item + 8
+
+
+def test_an_item_found_by_its_words_alone_says_its_match_is_lexical(db_url, monkeypatch):
+    """Beyond the vector lists' depth an item can come only from the full-text list: its match is
+    {"kind": "lexical", "score": its BM25 / ts_rank_cd score}, and it ranks by its words."""
+    from mmsearch.search import query as query_module
+    monkeypatch.setattr(query_module, "LATE_DEPTH", 1)
+    store = Store(db_url)
+    for item_id, vector in ((1, unit(1, 0, 0, 0)), (2, unit(0.9, 0.1, 0, 0)), (3, unit(0.8, 0.2, 0, 0))):
+        put_item(store, item_id, "text", [(0, "content", vector)], text=f"plain note {item_id}")
+    put_item(store, 4, "text", [(0, "content", unit(-1, 0, 0, 0))], text="the zyxglorp note")
+    ranking = searcher(store, ("Flat", FaissIndex))
+    response = ranking.search(SearchRequest([QueryPart("text", "zyxglorp")], k=2, hybrid=True, explain=True),
+                              lambda part: unit(1, 0, 0, 0))
+    first = response.results[0]
+    assert first.id == 4 and first.match["kind"] == "lexical" and first.match["score"] > 0
+    assert first.parts[0]["lexical"]["rank"] == 1
+    assert response.results[1].id == 1 and response.results[1].match["kind"] == "content"

@@ -152,6 +152,15 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def example_env(env, tmp_path_factory) -> dict[str, str]:
+    """The examples' environment, whose ``mmsearch`` is a fork of one warm interpreter (tests/zygote.py)."""
+    from .zygote import Zygote
+    zygote = Zygote(tmp_path_factory.mktemp("zygote"), env)
+    yield {**env, "PATH": zygote.bin + os.pathsep + env.get("PATH", "")}
+    zygote.close()
+
+
+@pytest.fixture(scope="module")
 def indexed(env) -> dict:
     """`mmsearch index samples --model tiny`, in this process (the suite has loaded torch already)."""
     from click.testing import CliRunner
@@ -214,7 +223,7 @@ def test_the_sample_table_gives_each_id_its_file_and_caption(server):
         assert item.get("caption") == (caption.group(1) if caption else None), number
 
 
-def test_every_readme_example_runs(examples, env, server):
+def test_every_readme_example_runs(examples, example_env, server):
     written = {Path(words[words.index("-o") + 1]) for words in (shlex.split(e.command, comments=True)
                                                                   for e in examples if not e.not_run)
                if "-o" in words}
@@ -222,7 +231,7 @@ def test_every_readme_example_runs(examples, env, server):
     missing_dir = Path("/nonexistent/data")  # the README's data dir that does not exist
     existed = missing_dir.exists()
     try:
-        failures = run_examples(examples, env, server)
+        failures = run_examples(examples, example_env, server)
         for path in written - already:
             if not (ROOT / path).is_file() or not (ROOT / path).stat().st_size:
                 failures.append(f"curl -o {path} wrote nothing")
@@ -283,3 +292,21 @@ def test_a_broken_example_fails_the_check(tmp_path):
     failures = run_examples(examples, {**os.environ})
     failed_lines = sorted(int(re.match(r"README.md:(\d+):", f).group(1)) for f in failures)
     assert failed_lines == [3, 4, 5, 6, 9, 10], failures
+
+
+def test_the_forked_mmsearch_behaves_as_the_console_script(example_env, env, tmp_path):
+    """The examples' ``mmsearch`` (a fork of a warm interpreter) gives the console script's output and exit
+    status for the same command line, folder, environment and standard input."""
+    (tmp_path / "q.csv").write_text("query,relevant\nholiday,nowhere.txt\n")
+    commands = ["mmsearch --version",
+                "MMSEARCH_MAX_AUDIO_SECONDS=12 mmsearch settings --json",
+                "mmsearch stats --data-dir ./no-data-here",  # an error: one line, exit 1
+                "mmsearch search --json --data-dir ./no-data-here holiday",
+                "cat q.csv | mmsearch evaluate - --data-dir ./no-data-here --json",
+                "mmsearch search --no-such-option"]  # exit 2
+    for command in commands:
+        forked, real = (subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=tmp_path, env=environment,
+                                       capture_output=True, text=True, timeout=HANG) for environment in (example_env, env))
+        assert (forked.returncode, forked.stdout, forked.stderr) == (real.returncode, real.stdout, real.stderr), command
+    which = subprocess.run(["bash", "-c", "type -P mmsearch"], env=example_env, capture_output=True, text=True)
+    assert Path(which.stdout.strip()).read_text().count("send_fds") == 1  # the fork's client, not the script

@@ -110,7 +110,7 @@ def _format_hits(document: dict) -> str:
             rank = f"  rank {part['rank']}" if part.get("rank") else ""
             score = "-" if part["score"] is None else f"{part['score']:.4f}"
             lexical = part.get("lexical") or {}
-            words = f"  words rank {lexical['rank']} ({lexical['score']:.3g})" if lexical.get("rank") else ""
+            words = f"  words rank {lexical['rank']} ({lexical['score']:.4f})" if lexical.get("rank") else ""
             lines.append(f"        {part['label']} ×{part['weight']:g}: {score}{rank}{words}")
     return "\n".join(lines)
 
