@@ -78,7 +78,7 @@ def labelled(shapes_model, tmp_path_factory):
     library = Library(settings)
     # the audio tower trained on the ten generated sound classes (other clips than the collection's)
     report = library.train_audio(str(make_training_set(root / "audio-train", per_class=8)),
-                                 TrainOptions(epochs=25, patience=8, time_limit=120))
+                                 TrainOptions(epochs=10, patience=4, time_limit=120))
     print(f"audio tower: {len(report.epochs)} epochs, val R@1 {report.best_r1:.3f} (chance {report.chance_r1:.3f})")
     train = _collection(root / "train", TRAIN, seed=0)
     held = _collection(root / "held", HELD, seed=HELD_OUT)
