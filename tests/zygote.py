@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -101,6 +102,8 @@ class Zygote:
     def __init__(self, folder: Path, env: dict[str, str]):
         folder.mkdir(parents=True, exist_ok=True)
         socket_path = str(folder / "zygote.sock")
+        if len(socket_path.encode()) > 100:  # a Unix socket's path holds at most 107 bytes
+            socket_path = os.path.join(tempfile.mkdtemp(prefix="mmz", dir="/tmp"), "sock")
         (folder / "mmsearch").write_text(f"#!{sys.executable} -S\n" + CLIENT.format(path=socket_path))
         (folder / "mmsearch").chmod(0o755)
         self.bin = str(folder)
