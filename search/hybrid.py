@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from .request import SearchRequest
+from .schema import in_memory
 from .store import Store
 
 Lexical = dict[int, dict[int, tuple[int, float]]]  # query part → item id → (lexical rank, score)
@@ -21,13 +22,6 @@ def _executor() -> ThreadPoolExecutor:
     if _pool is None or _pool[0] != os.getpid():
         _pool = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="mmsearch-lexical"))
     return _pool[1]
-
-
-def _own_thread(store: Store) -> bool:
-    """A worker thread reads through its own pooled connection, which an in-memory SQLite database is not
-    shared over (each connection is a database of its own)."""
-    url = store.engine.url
-    return not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
 
 
 def start(store: Store, request: SearchRequest, depth: int, allowed: np.ndarray | None
@@ -44,7 +38,7 @@ def start(store: Store, request: SearchRequest, depth: int, allowed: np.ndarray 
 
     if not texts:
         return dict
-    if not _own_thread(store):
+    if in_memory(store.engine):  # a worker thread's own connection would be another, empty database
         found = read()
         return lambda: found
     return _executor().submit(read).result

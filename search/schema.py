@@ -65,10 +65,15 @@ def alembic_config(connection: Connection) -> Any:
     return config
 
 
+def in_memory(engine: Engine) -> bool:
+    """An in-memory SQLite database: one per connection, so neither a file to lock nor one other threads share."""
+    return engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:")
+
+
 def describe(engine: Engine) -> str:
     """How errors name a database: its data dir for the default SQLite file, else its URL sans password."""
     url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+    if url.get_backend_name() == "sqlite" and not in_memory(engine):
         path = Path(url.database)
         return f"data dir {path.parent}" if path.name == "mmsearch.db" else f"database {path}"
     return f"database {url.render_as_string(hide_password=True)}"

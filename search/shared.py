@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from .schema import in_memory
 from .tables import Meta
 
 if TYPE_CHECKING:
@@ -64,12 +65,11 @@ class Shared:
                     connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                     connection.commit()
             return
-        database = engine.url.database
-        if not database or database == ":memory:":
+        if in_memory(engine):
             with _LOCAL:
                 yield
             return
-        fd = os.open(f"{database}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(f"{engine.url.database}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

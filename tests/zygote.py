@@ -51,9 +51,6 @@ def _run(request: dict) -> int:
     except BaseException:
         traceback.print_exc()
         return 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
 
 
 def serve(path: str) -> None:
